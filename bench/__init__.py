@@ -1,0 +1,1 @@
+"""eventcron's benchmarks: `python -m bench` (or `./dev bench`) runs them all."""

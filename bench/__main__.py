@@ -1,0 +1,69 @@
+"""Run every benchmark: `python -m bench` (full, writes bench/RESULTS.md) or `--quick`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import fanout, lateness, startup, throughput
+from bench.common import Figure, git_revision, machine
+from bench.nginx import nginx, nginx_binary
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+FULL = {"throughput": 100_000, "fanout": 1_000_000, "lateness": 1_000, "startup": 10_000}
+QUICK = {"throughput": 5_000, "fanout": 50_000, "lateness": 100, "startup": 1_000}
+HEADER = ["figure", "measured", "target", "baseline (same run)", "ratio", "met"]
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [HEADER, ["---"] * len(HEADER)] + [f.cells() for f in figures]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke-sized runs (seconds, not minutes); RESULTS.md untouched")
+    parser.add_argument("--only", choices=sorted(FULL), action="append",
+                        help="run only this benchmark (repeatable)")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs to take the"
+                        " median of (default 3)")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    chosen = args.only or list(FULL)
+    nginx_binary()  # fail early, with the install hint, if nginx is missing
+    began = time.monotonic()
+    about = machine()
+    figures: list[Figure] = []
+    for name in chosen:
+        print(f"bench: {name} ({sizes[name]:,}) ...", flush=True)
+        if name == "throughput":
+            with nginx() as (url, _):
+                figures += throughput.run(url, sizes[name], 1 if args.quick else args.runs)
+        elif name == "fanout":
+            figures += fanout.run(sizes[name])
+        elif name == "lateness":
+            figures += lateness.run(sizes[name])
+        else:
+            figures += startup.run(sizes[name])
+    took = time.monotonic() - began
+    out = table(figures)
+    notes = "\n".join(f"- {f.name}: {f.note}" for f in figures if f.note)
+    print("\n" + out + "\n\n" + notes + "\n\n" + "\n".join(about))
+    print(f"\n{sum(1 for f in figures if f.met)} of {sum(1 for f in figures if f.met is not None)}"
+          f" targets met; {took:.0f} s")
+    if not args.quick and not args.only:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        RESULTS.write_text(
+            f"# Benchmark results\n\nThe latest full run of `./dev bench` (`python -m bench`),"
+            f" {stamp}, eventcron at {git_revision()}; it took {took:.0f} s.\nEvery baseline"
+            " was measured in the same run, on the same machine, against the same receiver"
+            " (nginx answering `return 200` on loopback).\n\n" + out + "\n\n## Details\n\n"
+            + notes + "\n\n## Machine\n\n" + "\n".join(f"- {line}" for line in about) + "\n")
+        print(f"bench: wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Allow ``python -m eventcron``."""
+
+from eventcron.cli import run_main
+
+run_main()

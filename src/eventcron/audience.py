@@ -1,0 +1,260 @@
+"""Audiences: who receives a schedule's events, inline in the file or streamed from CSV.
+
+A CSV audience is never held in memory: validation scans it once (counting rows, collecting
+time zones, reporting bad lines as ``file:line: message``) and each fire streams it again in
+batches. Members travel as plain tuples because a fire may cover a million of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+import re
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, NamedTuple
+
+from eventcron.problems import Problems, did_you_mean
+
+log = logging.getLogger("eventcron.audience")
+
+ID_COLUMN: Final = "app_user_id"
+TZ_COLUMN: Final = "timezone"
+MAX_ID_LENGTH: Final = 1024  # characters: ids and event types longer than this are mistakes
+MAX_CSV_PROBLEMS: Final = 20  # per file: after this many, the rest is counted, not listed
+CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+class AudienceError(Exception):
+    """An audience file cannot be streamed at fire time; the message says why."""
+
+
+class Member(NamedTuple):
+    """One recipient: id, own time zone (or None) and extra fields in audience column order."""
+
+    id: str
+    timezone: str | None
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Users of a schedule: inline ``members`` or a CSV ``file``, already validated."""
+
+    name: str | None  # None for a schedule's own inline users
+    columns: tuple[str, ...]  # extra field names, in the order of Member.fields
+    timezones: frozenset[str | None]  # distinct user zones; None when some users have none
+    size: int
+    members: tuple[Member, ...] | None = None
+    file: Path | None = None
+    gaps: dict[str, str] = field(default_factory=dict)  # inline: column -> a user without it
+
+    def iter_members(self, zone: str | None = None, *, any_zone: bool = True) -> Iterator[Member]:
+        """Yield members, all of them or (``any_zone=False``) those whose zone is ``zone``."""
+        source = iter(self.members) if self.members is not None else self._stream()
+        if any_zone:
+            yield from source
+        else:
+            for m in source:
+                if m.timezone == zone:
+                    yield m
+
+    def find(self, app_user_id: str) -> Member | None:
+        """Return the member with this id, or None."""
+        for m in self.iter_members():
+            if m.id == app_user_id:
+                return m
+        return None
+
+    def _stream(self) -> Iterator[Member]:
+        assert self.file is not None
+        problems = Problems(MAX_CSV_PROBLEMS)
+        header = _read_header(self.file, problems)
+        if header is None:
+            raise AudienceError(f"cannot stream the audience {self.file}: "
+                                f"{problems.items[0].message if problems else 'unreadable'}")
+        columns = tuple(c for c in header if c not in (ID_COLUMN, TZ_COLUMN))
+        if columns != self.columns:
+            # Placeholders were checked against the old columns; wait for the reload that
+            # the change triggers rather than render with the wrong ones.
+            raise AudienceError(f"the columns of {self.file} changed since it was checked"
+                                f" ({', '.join(columns)} instead of {', '.join(self.columns)})")
+        # Rows that fail validation now (the file changed since it was checked) are skipped;
+        # the reload that follows the change reports them.
+        for _line, member in _read_rows(self.file, problems=problems):
+            yield member
+        if problems:
+            log.warning("skipped %d bad rows of %s while firing (first: %s)", len(problems),
+                        self.file, problems.items[0])
+
+
+def check_id(value: str, what: str) -> str | None:
+    """Return a problem sentence for a bad id or event type, or None when it is fine."""
+    if not value.strip():
+        return f"{what} is empty."
+    if len(value) > MAX_ID_LENGTH:
+        return f"{what} is {len(value):,} characters long; the limit is {MAX_ID_LENGTH:,}."
+    bad = CONTROL.search(value)
+    if bad:
+        return f"{what} contains the control character U+{ord(bad.group()):04X}."
+    return None
+
+
+@functools.cache
+def zone_names() -> frozenset[str]:
+    """Return every IANA zone name this machine knows."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+@functools.lru_cache(maxsize=4096)
+def check_zone(name: str) -> str | None:
+    """Return a problem sentence for an unknown time zone name, or None."""
+    if name in zone_names():
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    else:
+        return None
+    hint = did_you_mean(name, zone_names())
+    if not hint:
+        by_city = {z.rsplit("/", 1)[-1].lower(): z for z in zone_names()}
+        match = by_city.get(name.replace(" ", "_").lower())
+        hint = f" (did you mean {match!r}?)" if match else ""
+    return f"unknown time zone {name!r}{hint}; use an IANA name such as 'Europe/Berlin'."
+
+
+@dataclass(slots=True)
+class CsvScan:
+    """What validating a CSV audience found."""
+
+    columns: tuple[str, ...] = ()
+    timezones: set[str | None] = field(default_factory=set)
+    size: int = 0
+    problems: Problems = field(default_factory=lambda: Problems(MAX_CSV_PROBLEMS))
+
+
+def scan_csv(path: Path) -> CsvScan:
+    """Validate a CSV audience in one streaming pass (csv's 128 KiB field limit bounds memory)."""
+    scan = CsvScan()
+    header = _read_header(path, scan.problems)
+    if header is not None:
+        scan.columns = tuple(c for c in header if c not in (ID_COLUMN, TZ_COLUMN))
+        for _line, member in _read_rows(path, problems=scan.problems):
+            scan.size += 1
+            scan.timezones.add(member.timezone)
+    return scan
+
+
+def _open(path: Path) -> io.TextIOWrapper:
+    # newline="" lets the csv module see quoted line breaks; utf-8-sig drops a BOM.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_header(path: Path, problems: Problems) -> list[str] | None:
+    name = str(path)
+
+    def report(message: str) -> None:
+        problems.add(name, 1, None, message)
+
+    try:
+        with _open(path) as f:
+            row = next(csv.reader(f), None)
+    except FileNotFoundError:
+        report("the audience file does not exist.")
+        return None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        report(f"cannot read the header: {_reason(e)}.")
+        return None
+    if row is None:
+        report("the file is empty; it needs a header row starting with app_user_id.")
+        return None
+    header = [c.strip() for c in row]
+    if ID_COLUMN not in header:
+        hint = did_you_mean(header[0], [ID_COLUMN]) if header else ""
+        report(f"the header has no {ID_COLUMN!r} column{hint};"
+               f" it has {', '.join(map(repr, header)) or 'nothing'}.")
+        return None
+    seen: set[str] = set()
+    for i, col in enumerate(header, 1):
+        if not col:
+            report(f"column {i} of the header has no name.")
+            return None
+        if col in seen:
+            report(f"the header names {col!r} twice.")
+            return None
+        seen.add(col)
+    return header
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"invalid UTF-8 (byte 0x{e.object[e.start]:02x})"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e).rstrip(".")
+
+
+def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Member]]:
+    """Yield ``(line, member)`` for good rows; report bad ones to ``problems`` if given."""
+    name = str(path)
+
+    def report(line: int, message: str) -> None:
+        if problems is not None:
+            problems.add(name, line, None, message)
+
+    try:
+        f = _open(path)
+    except OSError as e:
+        report(1, f"cannot open the file: {_reason(e)}.")
+        return
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = [c.strip() for c in next(reader)]
+        except (StopIteration, UnicodeDecodeError, csv.Error):
+            return  # reported by _read_header
+        if ID_COLUMN not in header:
+            return
+        id_at = header.index(ID_COLUMN)
+        tz_at = header.index(TZ_COLUMN) if TZ_COLUMN in header else -1
+        extra = [i for i, c in enumerate(header) if c not in (ID_COLUMN, TZ_COLUMN)]
+        width = len(header)
+        line = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as e:
+                report(reader.line_num + 1, f"invalid UTF-8 (byte 0x{e.object[e.start]:02x}); the"
+                       " rest of the file was not read.")
+                return
+            except csv.Error as e:
+                report(reader.line_num, f"unreadable row: {_reason(e)}.")
+                continue
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != width:
+                report(line, f"the row has {len(row)} fields but the header has {width}.")
+                continue
+            user = row[id_at].strip()
+            problem = check_id(user, ID_COLUMN)
+            if problem:
+                report(line, problem)
+                continue
+            tz: str | None = None
+            if tz_at >= 0:
+                tz = row[tz_at].strip() or None
+                if tz is not None:
+                    problem = check_zone(tz)
+                    if problem:
+                        report(line, problem)
+                        continue
+            yield line, Member(user, tz, tuple(row[i] for i in extra))

@@ -1,0 +1,98 @@
+"""Logging: readable text on a terminal, one JSON object per line for journald and shippers.
+
+Volume stays bounded: per-event lines are DEBUG, and bursts of warnings of one kind go
+through a :class:`Limiter` that keeps the first few and then counts the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Final, Literal, TextIO
+
+LogFormat = Literal["text", "json"]
+LIMIT_INTERVAL: Final = 10.0  # seconds over which a Limiter counts lines
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-26 09:00:00.123 INFO message`` (local time, like most daemons)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03d %(levelname)s %(message)s",
+                         datefmt="%Y-%m-%d %H:%M:%S")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, RFC 3339), level, logger, msg, and extras."""
+
+    _SKIP: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+        "message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as JSON."""
+        item: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                  + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._SKIP and not key.startswith("_"):
+                item[key] = value
+        if record.exc_info:
+            item["exc"] = self.formatException(record.exc_info)
+        return json.dumps(item, ensure_ascii=False, default=str)
+
+
+def setup(fmt: LogFormat = "text", *, verbose: bool = False,
+          stream: TextIO | None = None) -> None:
+    """Send eventcron's logs to ``stream`` (stderr) in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("eventcron")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    # Libraries log request lines at INFO (httpx) or chatter (apscheduler); keep them quiet
+    # unless asked, and never let them print headers.
+    for name in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Limiter:
+    """Logs at most ``per_interval`` lines per :data:`LIMIT_INTERVAL`, then one summary."""
+
+    def __init__(self, logger: logging.Logger, what: str, per_interval: int = 20) -> None:
+        self.logger = logger
+        self.what = what
+        self.per_interval = per_interval
+        self._window_start = 0.0
+        self._count = 0
+        self._suppressed = 0
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        """Log, unless this interval's quota is spent (then count it)."""
+        now = time.monotonic()
+        if now - self._window_start >= LIMIT_INTERVAL:
+            if self._suppressed:
+                self.logger.log(level, "... and %d more %s in the last %.0fs (not shown)",
+                                self._suppressed, self.what, now - self._window_start)
+            self._window_start, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_interval:
+            self._count += 1
+            self.logger.log(level, msg, *args)
+        else:
+            self._suppressed += 1
+
+
+def warn(message: str) -> None:
+    """Log a warning from outside the daemon's modules (the command line)."""
+    logging.getLogger("eventcron").warning(message)
+
+
+def quiet() -> None:
+    """Keep only warnings and errors (the demo prints its own lines)."""
+    logging.getLogger("eventcron").setLevel(logging.WARNING)

@@ -1,0 +1,233 @@
+"""Prometheus metrics and a health endpoint, on an opt-in listener (127.0.0.1 by default).
+
+``GET /metrics`` is the Prometheus text format; ``GET /healthz`` answers 200 while the
+scheduler and the dispatcher are alive and the ledger takes writes, 503 (with the reason)
+otherwise. Answering at all proves the event loop is not stalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("eventcron.metrics")
+
+DEFAULT_HOST: Final = "127.0.0.1"
+REQUEST_TIMEOUT: Final = 5.0  # seconds a scraper may take to send its request
+MAX_REQUEST_BYTES: Final = 8192  # bytes of request head read before giving up
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OUTCOMES: Final = ("delivered", "retry", "failed", "expired", "held")
+
+
+class Metrics:
+    """Every metric eventcron exports, in a registry of its own.
+
+    The per-request figures (outcomes, attempts, latency) are plain counters updated on the
+    event loop and read by a collector at scrape time: prometheus_client's own metrics take
+    a lock on every update, which costs more than the rest of the bookkeeping of a request.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.results: dict[str, int] = dict.fromkeys(("2xx", "3xx", "4xx", "5xx", "error"), 0)
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self.in_flight = 0
+        r.register(_HotPath(self))
+        self.rows = Gauge("eventcron_ledger_rows", "Ledger rows by state.", ["state"],
+                          registry=r)
+        self.next_fire = Gauge("eventcron_next_fire_timestamp_seconds",
+                               "Next nominal fire time of each schedule (Unix time).",
+                               ["schedule"], registry=r)
+        self.token_expiry = Gauge("eventcron_token_expiry_timestamp_seconds",
+                                  "When the API token expires (Unix time; 0 if never).",
+                                  registry=r)
+        self.fires = Counter("eventcron_fires", "Occurrences fired.", registry=r)
+        self.enqueued = Counter("eventcron_events_enqueued", "Ledger rows created by fires.",
+                                registry=r)
+        self.reloads = Counter("eventcron_reloads", "Reloads applied.", registry=r)
+        self.reload_failures = Counter("eventcron_reload_failures",
+                                       "Reloads refused because the file was invalid.",
+                                       registry=r)
+        self.paused = Gauge("eventcron_endpoint_paused",
+                            "1 while sending is paused by a 401 (token refused).", registry=r)
+
+    def outcome(self, label: str) -> None:
+        """Count one attempt outcome (delivered, retry, failed, expired, held)."""
+        self.outcomes[label] += 1
+
+    def attempt(self, status_code: int | None, seconds: float) -> None:
+        """Count one request and its latency."""
+        self.results["error" if status_code is None else f"{status_code // 100}xx"] += 1
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def render(self) -> bytes:
+        """Return the Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class _HotPath(Collector):
+    """Exposes the counters :class:`Metrics` keeps without prometheus_client's locks."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.m
+        outcomes = CounterMetricFamily(
+            "eventcron_deliveries", "Attempt outcomes: delivered, retry (scheduled), failed,"
+            " expired, held (paused by a 401).", labels=["outcome"])
+        for label, n in m.outcomes.items():
+            outcomes.add_metric([label], n)
+        results = CounterMetricFamily(
+            "eventcron_attempts", "HTTP requests sent, by status class (2xx, 4xx, 5xx) or"
+            " error (no status: connection error or timeout).", labels=["result"])
+        for label, n in m.results.items():
+            results.add_metric([label], n)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), m.latency_buckets, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        latency = HistogramMetricFamily(
+            "eventcron_request_duration_seconds", "Time from sending a request to its answer.",
+            buckets=buckets, sum_value=m.latency_sum)
+        in_flight = GaugeMetricFamily("eventcron_requests_in_flight",
+                                      "Requests being sent now.", value=m.in_flight)
+        return [outcomes, results, latency, in_flight]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The answer of a health check."""
+
+    ok: bool
+    problems: tuple[str, ...] = ()
+
+
+HealthCheck = Callable[[], Awaitable[Health]]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse ``PORT``, ``:PORT``, ``HOST:PORT`` or ``[V6]:PORT``; the host defaults to loopback.
+
+    Raises ValueError with a sentence.
+    """
+    value = text.strip()
+    host, port = DEFAULT_HOST, value
+    if value.startswith("["):
+        close = value.find("]")
+        if close < 0 or not value[close + 1:].startswith(":"):
+            raise ValueError(f"{text!r} is not an address; write [::1]:9108")
+        host, port = value[1:close], value[close + 2:]
+    elif ":" in value:
+        host, port = value.rsplit(":", 1)
+        host = host or DEFAULT_HOST
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not an address; write 127.0.0.1:9108 or just 9108")
+    return host, int(port)
+
+
+class ListenError(Exception):
+    """The metrics listener could not start; the message says where and why."""
+
+
+class MetricsServer:
+    """A tiny HTTP server for /metrics and /healthz on the daemon's event loop."""
+
+    def __init__(self, metrics: Metrics, health: HealthCheck, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Start listening; raise :class:`ListenError` with a sentence when it cannot."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as e:
+            raise ListenError(f"cannot serve metrics on {self.host}:{self.port}:"
+                              f" {e.strerror or e}.") from None
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics, health on /healthz",
+                 self.host if ":" not in self.host else f"[{self.host}]", self.port)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            if len(head) > MAX_REQUEST_BYTES:
+                raise ValueError("request too large")
+            method, path = _request_line(head)
+            status, ctype, body = await self._answer(method, path)
+            writer.write(_response(status, ctype, body, head_only=method == "HEAD"))
+            await writer.drain()
+        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
+            pass  # a scraper that hung up or sent junk gets nothing more
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        route = path.split("?", 1)[0]
+        if route == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, self.metrics.render()
+        if route == "/healthz":
+            health = await self.health()
+            body = json.dumps({"ok": health.ok, "problems": list(health.problems)}).encode()
+            return (200 if health.ok else 503), "application/json", body + b"\n"
+        return 404, "text/plain", b"try /metrics or /healthz\n"
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise ValueError("bad request line")
+    return parts[0], parts[1]
+
+
+_REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
+                   503: "Service Unavailable"}
+
+
+def _response(status: int, ctype: str, body: bytes, *, head_only: bool) -> bytes:
+    head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    return head if head_only else head + body

@@ -1,0 +1,203 @@
+"""JSON Schema of the schedule file, for editors and as the single list of its keys.
+
+:mod:`eventcron.config` takes the allowed keys of every section from here, so the schema an
+editor sees and the keys the validator accepts cannot drift apart. The validator remains the
+authority on meaning (cron syntax, time zones, cross references), which JSON Schema cannot say.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+SCHEMA_ID: Final = "https://eventcron.dev/schema/schedules-v1.json"
+
+_DURATION: Final[dict[str, Any]] = {
+    "description": "A duration: 30s, 5m, 1h, 2d, combinations such as 1h30m, or a number of"
+                   " seconds.",
+    "oneOf": [
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"},
+        {"type": "number", "minimum": 0},
+    ],
+}
+_TIMESTAMP: Final[dict[str, Any]] = {
+    "type": "string",
+    "description": "An ISO 8601 date or date-time, e.g. 2026-12-01T09:00:00. Without an offset"
+                   " it is wall time in the schedule's time zone.",
+}
+_NAME: Final[dict[str, Any]] = {"type": "string", "minLength": 1, "maxLength": 1024}
+_FIELD_VALUE: Final[dict[str, Any]] = {"type": ["string", "number", "boolean"]}
+
+_USER: Final[dict[str, Any]] = {
+    "description": "A user: an app_user_id, or a mapping with id, an optional timezone and any"
+                   " other fields (usable in data as ${user.<field>}).",
+    "oneOf": [
+        _NAME,
+        {
+            "type": "object",
+            "required": ["id"],
+            "properties": {
+                "id": {**_NAME, "description": "The app_user_id."},
+                "timezone": {"type": "string", "description": "IANA time zone of this user."},
+            },
+            "additionalProperties": _FIELD_VALUE,
+        },
+    ],
+}
+_USERS: Final[dict[str, Any]] = {"type": "array", "items": _USER, "minItems": 1}
+
+_TOKEN: Final[dict[str, Any]] = {
+    "description": "Where the API token (a JWT) comes from: exactly one of env, file, credential.",
+    "type": "object",
+    "properties": {
+        "env": {"type": "string", "description": "Environment variable holding the token."},
+        "file": {"type": "string", "description": "File holding the token (relative to this"
+                                                  " file)."},
+        "credential": {"type": "string", "description": "systemd credential name, read from"
+                                                        " $CREDENTIALS_DIRECTORY."},
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+
+ENDPOINT: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Where and how events are sent.",
+    "properties": {
+        "url": {"type": "string", "format": "uri",
+                "default": "https://api.init.ai/api/v1/webhook/event",
+                "description": "The Inbound Events API URL."},
+        "token": _TOKEN,
+        "timeout": {**_DURATION, "default": "10s",
+                    "description": "Time allowed for one request, connect to last byte."},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 32,
+                        "description": "Requests in flight at most."},
+        "rate_limit": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h)\s*$",
+                       "description": "Requests per second, minute or hour for the whole"
+                                      " endpoint: 200/s, 600/m, 10000/h."},
+        "ca_bundle": {"type": "string",
+                      "description": "PEM file of CA certificates to trust instead of the"
+                                     " system's (relative to this file). Verification stays"
+                                     " on."},
+        "allow_insecure_http": {"type": "boolean", "default": False,
+                                "description": "Allow a plain http:// URL to a host other than"
+                                               " loopback."},
+    },
+    "additionalProperties": False,
+}
+
+DELIVERY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Retries, expiry and catch-up.",
+    "properties": {
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
+                         "description": "Attempts per event before it is marked failed."},
+        "initial_backoff": {**_DURATION, "default": "30s",
+                            "description": "Backoff before the first retry; doubles each time,"
+                                           " with full jitter."},
+        "max_backoff": {**_DURATION, "default": "1h", "description": "Longest wait between"
+                                                                     " attempts."},
+        "expires_after": {**_DURATION, "default": "6h",
+                          "description": "Never deliver later than this after the nominal"
+                                         " time."},
+        "catch_up": {**_DURATION, "default": "1h",
+                     "description": "After downtime, fire missed occurrences this recent."},
+        "catch_up_mode": {"enum": ["latest", "all", "none"], "default": "latest",
+                          "description": "Which missed occurrences to fire after downtime."},
+        "claim_lease": {**_DURATION, "default": "1m",
+                        "description": "How long an instance's claim on an event outlives the"
+                                       " instance: a dead instance's events are taken over"
+                                       " after this; database outages shorter than this"
+                                       " never cause a second send."},
+        "retention": {**_DURATION, "default": "30d",
+                      "description": "Delete delivered, failed, expired and cancelled rows"
+                                     " this long after their last change; pending rows are"
+                                     " kept."},
+    },
+    "additionalProperties": False,
+}
+
+AUDIENCE: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "A named list of users: inline (users) or a CSV file (file).",
+    "properties": {
+        "users": _USERS,
+        "file": {"type": "string",
+                 "description": "CSV with a header: app_user_id[,timezone][,other columns]."
+                                " Relative to this file."},
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+
+SCHEDULE: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["id", "event_type"],
+    "properties": {
+        "id": {**_NAME, "description": "Unique and stable: it is part of the dedup key."},
+        "description": {"type": "string"},
+        "event_type": {**_NAME, "description": "The event_type sent, e.g. reminder:checkin."},
+        "cron": {"type": "string", "description": "crontab(5) expression or @macro."},
+        "every": {**_DURATION, "description": "Fixed real-time interval, phase anchored at"
+                                              " starts (or the Unix epoch)."},
+        "at": {**_TIMESTAMP, "description": "One-off time."},
+        "timezone": {"type": "string", "default": "UTC",
+                     "description": "IANA time zone, or `user` for each user's own zone."},
+        "audience": {"type": "string", "description": "Name of an audience."},
+        "users": _USERS,
+        "data": {"type": "object",
+                 "description": "JSON object sent as data. Placeholders: ${scheduled_for},"
+                                " ${scheduled_for_local}, ${schedule_id}, ${event_type},"
+                                " ${app_user_id}, ${user.<field>}; $${ is a literal ${."},
+        "jitter": {**_DURATION, "default": 0,
+                   "description": "Deterministic per-user delay in [0, jitter)."},
+        "starts": {**_TIMESTAMP, "description": "No fires before this time."},
+        "ends": {**_TIMESTAMP, "description": "No fires after this time."},
+        "enabled": {"type": "boolean", "default": True},
+    },
+    "additionalProperties": False,
+    "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}],
+}
+
+METRICS: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Prometheus metrics (/metrics) and health (/healthz); off unless set.",
+    "properties": {
+        "listen": {"type": ["string", "integer"],
+                   "description": "Address to listen on: 9108, 127.0.0.1:9108 or [::1]:9108."
+                                  " The host defaults to 127.0.0.1."},
+    },
+    "additionalProperties": False,
+}
+
+TOP: Final[dict[str, Any]] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "eventcron schedule file",
+    "type": "object",
+    "required": ["version", "schedules"],
+    "properties": {
+        "version": {"const": 1, "description": "Format version; must be 1."},
+        "endpoint": ENDPOINT,
+        "delivery": DELIVERY,
+        "database": {"type": "string", "default": "sqlite:///eventcron.db",
+                     "description": "SQLAlchemy URL of the ledger; relative SQLite paths are"
+                                    " relative to this file."},
+        "audiences": {"type": "object", "additionalProperties": AUDIENCE,
+                      "description": "Named audiences."},
+        "schedules": {"type": "array", "items": SCHEDULE},
+        "metrics": METRICS,
+    },
+    "additionalProperties": False,
+}
+
+
+def keys(section: dict[str, Any]) -> tuple[str, ...]:
+    """Return the keys a section of the schema allows, in schema order."""
+    return tuple(section["properties"])
+
+
+def schema() -> dict[str, Any]:
+    """Return the JSON Schema of the schedule file."""
+    return TOP

@@ -1,0 +1,132 @@
+"""Helpers for acceptance tests: the sink and the daemon as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from eventcron.ledger import Ledger, deliveries
+from eventcron.sink import make_token
+from tests.acceptance.conftest import eventcron_command
+
+SECRET = secrets.token_urlsafe(32)
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTCRON_")}
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Proc:
+    """A running eventcron subprocess with its output files."""
+
+    popen: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+
+def start(args: Sequence[str], folder: Path, name: str,
+          env: dict[str, str] | None = None) -> Proc:
+    out, err = folder / f"{name}.out", folder / f"{name}.err"
+    # The child keeps its own copies of the descriptors; the parent's close here.
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        popen = subprocess.Popen([eventcron_command(), *args], cwd=folder, env=clean_env(env),
+                                 stdout=stdout, stderr=stderr)
+    return Proc(popen, out, err)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class SinkProcess:
+    """`eventcron sink` in a subprocess, recording to a JSON-lines file."""
+
+    proc: Proc
+    record: Path
+    url: str
+    _cache: list[dict[str, Any]] = field(default_factory=list)
+    _offset: int = 0
+
+    def records(self) -> list[dict[str, Any]]:
+        with self.record.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            self._cache.append(json.loads(line))
+        self._offset += end
+        return self._cache
+
+    def delivered(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["status"] == 200]
+
+
+def start_sink(folder: Path, *extra: str) -> SinkProcess:
+    record = folder / "received.jsonl"
+    # --secret=VALUE: a secret may start with "-", which argparse would take for an option.
+    proc = start(["sink", "--port", "0", f"--secret={SECRET}", "--record", str(record), *extra],
+                 folder, "sink")
+    wait_for(lambda: "listening on" in proc.stdout(), 20, "the sink to listen")
+    url = proc.stdout().split("listening on", 1)[1].split()[0]
+    wait_for(record.exists, 5, "the record file")
+    return SinkProcess(proc, record, url)
+
+
+def write_config(folder: Path, url: str, schedules: str, *, audiences: str = "") -> Path:
+    token = folder / "token"
+    token.write_text(make_token(SECRET, expires_in=86400, now=time.time()))
+    token.chmod(0o600)
+    path = folder / "schedules.yaml"
+    path.write_text(
+        "version: 1\n"
+        f"endpoint:\n  url: {url}\n  token: {{file: token}}\n  timeout: 5s\n"
+        "  concurrency: 32\n"
+        "delivery:\n  initial_backoff: 200ms\n  max_backoff: 1s\n"
+        + (f"audiences:\n{audiences}" if audiences else "")
+        + f"schedules:\n{schedules}")
+    return path
+
+
+def claimed_by_pid(url: str, pid: int) -> set[str]:
+    """Event ids held (claimed, answer not recorded) by the instance with this process id."""
+    ledger = Ledger.open(url)
+    try:
+        with ledger.engine.connect() as conn:
+            rows = conn.execute(select(deliveries.c.event_id, deliveries.c.claimed_by).where(
+                deliveries.c.status == "pending", deliveries.c.claimed_by.is_not(None))).all()
+    finally:
+        ledger.close()
+    return {event_id for event_id, owner in rows if owner.split(":")[1] == str(pid)}
