@@ -28,8 +28,8 @@ def main() -> None:
                         help="smoke-sized runs (seconds, not minutes); RESULTS.md untouched")
     parser.add_argument("--only", choices=sorted(FULL), action="append",
                         help="run only this benchmark (repeatable)")
-    parser.add_argument("--runs", type=int, default=3, help="throughput runs to take the"
-                        " median of (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="throughput pairs to take the"
+                        " median of (default 5)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     chosen = args.only or list(FULL)
