@@ -39,7 +39,7 @@ def child(folder: Path, users: int) -> dict[str, float]:
 
     async def fire() -> int:
         firer = Firer(db, SystemClock(), lambda: cfg.delivery, lambda: None)
-        return await firer.fire(job, nominal)
+        return (await firer.fire(job, nominal)).added
 
     began = time.perf_counter()
     added = asyncio.run(fire())

@@ -52,6 +52,7 @@ class Audience:
     members: tuple[Member, ...] | None = None
     file: Path | None = None
     gaps: dict[str, str] = field(default_factory=dict)  # inline: column -> a user without it
+    stamp: tuple[int, int, int] | None = None  # CSV: (mtime_ns, size, inode) when checked
 
     def iter_members(self, zone: str | None = None, *, any_zone: bool = True) -> Iterator[Member]:
         """Yield members, all of them or (``any_zone=False``) those whose zone is ``zone``."""
@@ -84,18 +85,34 @@ class Audience:
             raise AudienceError(f"the columns of {self.file} changed since it was checked"
                                 f" ({', '.join(columns)} instead of {', '.join(self.columns)})")
         # Rows that fail validation now (the file changed since it was checked) are skipped;
-        # the reload that follows the change reports them.
+        # the reload that follows the change reports them. A changed file may also repeat an
+        # id (the reload refuses it): only its first row counts, as in every job's stream.
+        seen: set[int] | None = set() if file_stamp(self.file) != self.stamp else None
+        repeats = 0
         for _line, member in _read_rows(self.file, problems=problems):
+            if seen is not None:
+                h = hash(member.id)
+                if h in seen:
+                    repeats += 1
+                    continue
+                seen.add(h)
             yield member
         if problems:
             log.warning("skipped %d bad rows of %s while firing (first: %s)", len(problems),
                         self.file, problems.items[0])
+        if repeats:
+            log.warning("skipped %d rows of %s that repeat an earlier user while firing",
+                        repeats, self.file)
 
 
 def check_id(value: str, what: str) -> str | None:
     """Return a problem sentence for a bad id or event type, or None when it is fine."""
     if not value.strip():
         return f"{what} is empty."
+    if value != value.strip():
+        # Ids are compared exactly; " u_2" and "u_2" would be two users to the ledger.
+        return (f"{what} {value!r} has leading or trailing whitespace; ids are taken exactly"
+                " as written.")
     if len(value) > MAX_ID_LENGTH:
         return f"{what} is {len(value):,} characters long; the limit is {MAX_ID_LENGTH:,}."
     bad = CONTROL.search(value)
@@ -137,18 +154,61 @@ class CsvScan:
     timezones: set[str | None] = field(default_factory=set)
     size: int = 0
     problems: Problems = field(default_factory=lambda: Problems(MAX_CSV_PROBLEMS))
+    stamp: tuple[int, int, int] | None = None  # the file as it was when scanned
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Return what tells a file's versions apart: (mtime_ns, size, inode), or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def scan_csv(path: Path) -> CsvScan:
-    """Validate a CSV audience in one streaming pass (csv's 128 KiB field limit bounds memory)."""
-    scan = CsvScan()
+    """Validate a CSV audience in one streaming pass (csv's 128 KiB field limit bounds memory).
+
+    Duplicate ids are found by their hashes (a set of ints, not of the ids); only when one
+    repeats is the file read a second time, to name the first line of each repeated id.
+    """
+    scan = CsvScan(stamp=file_stamp(path))
     header = _read_header(path, scan.problems)
     if header is not None:
         scan.columns = tuple(c for c in header if c not in (ID_COLUMN, TZ_COLUMN))
+        seen: set[int] = set()
+        repeated: set[int] = set()
         for _line, member in _read_rows(path, problems=scan.problems):
             scan.size += 1
             scan.timezones.add(member.timezone)
+            h = hash(member.id)
+            if h in seen:
+                repeated.add(h)
+            else:
+                seen.add(h)
+        del seen
+        if repeated:
+            _report_duplicates(path, repeated, scan.problems)
     return scan
+
+
+def _report_duplicates(path: Path, hashes: set[int], problems: Problems) -> None:
+    # Second pass over the ids whose hash repeated: equal hashes of different ids are
+    # told apart here, and each repeat names where the id was first listed.
+    first: dict[str, int] = {}
+    for line, member in _read_rows(path, problems=None):
+        if hash(member.id) not in hashes:
+            continue
+        if member.id in first:
+            problems.add(str(path), line, None, duplicate_message(
+                member.id, f"{path}:{first[member.id]}"))
+        else:
+            first[member.id] = line
+
+
+def duplicate_message(app_user_id: str, first: str) -> str:
+    """Return the sentence for an id listed twice in one audience; ``first`` is its place."""
+    return f"the user {app_user_id!r} is listed twice (first at {first})."
 
 
 def _open(path: Path) -> io.TextIOWrapper:
@@ -244,7 +304,7 @@ def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Mem
             if len(row) != width:
                 report(line, f"the row has {len(row)} fields but the header has {width}.")
                 continue
-            user = row[id_at].strip()
+            user = row[id_at]
             problem = check_id(user, ID_COLUMN)
             if problem:
                 report(line, problem)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import jwt
 
+from eventcron.clock import rfc3339
 from eventcron.config import TokenSource
 
 CREDENTIALS_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd for LoadCredential=
@@ -134,7 +135,7 @@ def describe_expiry(token: Token, now: datetime) -> str:
         return "the token is not a JWT, so its expiry is unknown"
     if token.expires_at is None:
         return "the token has no exp claim; it does not expire"
-    when = token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = rfc3339(token.expires_at)
     delta = token.expires_at - now
     if delta.total_seconds() <= 0:
         return f"the token expired at {when} ({_span(-delta)} ago)"

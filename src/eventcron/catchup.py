@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from eventcron.clock import rfc3339
 from eventcron.config import CatchUpMode, format_duration
-from eventcron.timing import Timing
+from eventcron.timing import Timing, latest_until
 
 MAX_MISSED: Final = 100_000  # occurrences examined per job; older ones are only counted
 
@@ -25,7 +26,7 @@ class CatchUp:
     def describe(self, when: str = "while down") -> str:
         """One line for the log; ``when`` says how they were missed."""
         more = "more than " if self.uncounted else ""
-        fired = ", ".join(t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in self.fire[-3:])
+        fired = ", ".join(rfc3339(t) for t in self.fire[-3:])
         if len(self.fire) > 3:
             fired = f"{len(self.fire)} of them, the last {fired}"
         action = f"firing {fired}" if self.fire else "firing none"
@@ -43,6 +44,18 @@ def missed(timing: Timing, watermark: datetime, now: datetime) -> tuple[list[dat
             del out[: len(out) - MAX_MISSED]
             capped = True
     return out, capped
+
+
+def passed_before_load(timing: Timing, loaded: datetime, window: float) -> datetime | None:
+    """Return the latest occurrence in ``[loaded - window, loaded]``, or None.
+
+    A schedule loaded (new or retimed) at ``loaded`` starts firing after that instant; this
+    is the occurrence the load passed over, recorded as skipped so that it is visible.
+    """
+    latest = latest_until(timing, loaded)
+    if latest is None or latest < loaded - timedelta(seconds=window):
+        return None
+    return latest
 
 
 def _between(timing: Timing, after: datetime, until: datetime) -> Iterator[datetime]:

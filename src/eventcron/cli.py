@@ -14,19 +14,24 @@ import os
 import sys
 import uuid
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn, TextIO
 
+from sqlalchemy.engine import make_url
+
 from eventcron import __version__, auth, config, logs, plan
 from eventcron.audience import Member, check_id, check_zone
-from eventcron.clock import SystemClock, from_ms, to_ms
+from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
 from eventcron.daemon import Daemon
 from eventcron.demo import run_demo
-from eventcron.ledger import STATUSES, Filters, Ledger, LedgerError, Row
+from eventcron.firing import Enqueued, Firer
+from eventcron.ledger import STATUSES, Filters, Instance, Ledger, LedgerError, LedgerThread, Row
 from eventcron.metrics import ListenError, parse_listen
-from eventcron.problems import InvalidInput
+from eventcron.problems import InvalidInput, did_you_mean
 from eventcron.schema import schema
 from eventcron.sender import Sender
 from eventcron.sink import Faults, serve
@@ -138,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("replay", "put failed or expired rows back to pending", cmd_replay)
     _filters(p, statuses=("failed", "expired"))
     p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
+
+    p = command("fire", "enqueue one occurrence of a schedule for its whole audience now",
+                cmd_fire)
+    p.add_argument("schedule", metavar="SCHEDULE", help="the schedule's id")
+    p.add_argument("--occurrence", metavar="TIME", type=_rfc3339,
+                   help="the occurrence's nominal time, RFC 3339 (default: the latest one"
+                        " not after now)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only count the rows it would add; write nothing")
 
     p = command("token", "show the token's claims and expiry; exit 1 if expired", cmd_token)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -259,40 +273,117 @@ def _load(args: argparse.Namespace, path: Path | None = None, *,
           code: int = EXIT_FAILURE) -> config.Config:
     path = path or _config_path(args)
     if not path.exists() and not path.is_symlink():
-        hint = ("; deliveries and replay also work with only --database URL"
-                if args.command in ("deliveries", "replay") else "")
         raise Failure(f"there is no schedule file at {path}; pass --config FILE or set"
-                      f" ${config.CONFIG_ENV}{hint}.", code)
+                      f" ${config.CONFIG_ENV}.", code)
     try:
         return config.load(path)
     except InvalidInput as e:
         _err(e.render())
-        n = len(e.problems) + e.truncated
+        n = _problem_count(e)
         raise Failure(f"{path} is not valid: {n} problem{'s' if n != 1 else ''}.",
                       code) from None
 
 
+def _problem_count(e: InvalidInput) -> int:
+    return len(e.problems) + e.truncated
+
+
+def _explicit_database(args: argparse.Namespace) -> str | None:
+    """Return the ledger ``--database`` or ``$EVENTCRON_DATABASE_URL`` names, or None.
+
+    Either may be a URL or a plain path to an SQLite file, relative to the current folder.
+    """
+    explicit = args.database or os.environ.get(config.DATABASE_ENV)
+    if not explicit:
+        return None
+    where = "--database" if args.database else f"${config.DATABASE_ENV}"
+    try:
+        return config.ledger_url(str(explicit), Path.cwd())
+    except ValueError as e:
+        code = EXIT_CONFIG if args.command == "run" else EXIT_FAILURE
+        raise Failure(f"{where}: {e}", code) from None
+
+
 def _database_url(args: argparse.Namespace, cfg: config.Config | None) -> str:
     """``--database``, then ``$EVENTCRON_DATABASE_URL``, then the file, then the default."""
-    explicit = args.database or os.environ.get(config.DATABASE_ENV)
-    if explicit:
-        where = "--database" if args.database else f"${config.DATABASE_ENV}"
-        try:
-            return config.database_url(str(explicit))
-        except ValueError as e:
-            code = EXIT_CONFIG if args.command == "run" else EXIT_FAILURE
-            raise Failure(f"{where}: {e}", code) from None
+    explicit = _explicit_database(args)
+    if explicit is not None:
+        return explicit
     if cfg is not None:
         return cfg.database
     return config.default_database(Path.cwd())
 
 
-def _optional_config(args: argparse.Namespace) -> config.Config | None:
-    """Load the file if there is one; operator commands also work on a bare --database."""
+@dataclass
+class LedgerTarget:
+    """The ledger a ledger-only command uses, and what it learnt of the schedule file."""
+
+    url: str
+    path: Path  # the schedule file looked at; it may not exist
+    cfg: config.Config | None = None  # the file, when it was read and is valid
+    problems: int = 0  # how many problems the file has, when it was read and is invalid
+
+    def invalid(self) -> str:
+        """Say that the file is invalid, with the problem count: part of a sentence."""
+        n = self.problems
+        return (f"{self.path} is not valid ({n} problem{'s' if n != 1 else ''}; `eventcron"
+                " validate` lists them)")
+
+
+def ledger_target(args: argparse.Namespace, *, need_config: bool = False,
+                  from_invalid_file: bool = False) -> LedgerTarget:
+    """Find the ledger of a command that only reads or edits it; never require a valid file.
+
+    ``--database`` (or ``$EVENTCRON_DATABASE_URL``) names the ledger; the schedule file is
+    then read only when ``need_config``, quietly: ``cfg`` is set when it is valid,
+    ``problems`` counted when it is not, neither when there is none. Without them the file
+    names the ledger, and a missing or invalid file is a :class:`Failure` suggesting
+    ``--database``; with ``from_invalid_file``, the ``database`` key of an invalid file is
+    used when that much of it can be read (:func:`config.database_of`).
+    """
     path = _config_path(args)
-    if not path.exists() and (args.database or os.environ.get(config.DATABASE_ENV)):
-        return None
-    return _load(args, path)
+    explicit = _explicit_database(args)
+    exists = path.exists() or path.is_symlink()
+    if explicit is not None:
+        target = LedgerTarget(explicit, path)
+        if need_config and exists:
+            try:
+                target.cfg = config.load(path)
+            except InvalidInput as e:
+                target.problems = _problem_count(e)
+        return target
+    if not exists:
+        raise Failure(f"there is no schedule file at {path}; pass --config FILE or set"
+                      f" ${config.CONFIG_ENV}, or name the ledger with --database URL or"
+                      " PATH.")
+    try:
+        cfg = config.load(path)
+    except InvalidInput as e:
+        target = LedgerTarget("", path, problems=_problem_count(e))
+    else:
+        return LedgerTarget(cfg.database, path, cfg)
+    url = config.database_of(path) if from_invalid_file else None
+    if url is None:
+        raise Failure(f"{target.invalid()}, and it names the ledger; pass --database URL or"
+                      " PATH to use the ledger without it.")
+    target.url = url
+    return target
+
+
+@contextmanager
+def ledger_only(args: argparse.Namespace, *, need_config: bool = False,
+                from_invalid_file: bool = False) -> Iterator[tuple[Ledger, LedgerTarget]]:
+    """Open the ledger of a command that only reads or edits it, and close it afterwards.
+
+    The ledger is found by :func:`ledger_target` (same keywords) and opened without
+    creating it, so a mistyped ``--database`` is an error rather than a new empty ledger.
+    """
+    target = ledger_target(args, need_config=need_config, from_invalid_file=from_invalid_file)
+    ledger = _open_ledger(target.url)
+    try:
+        yield ledger, target
+    finally:
+        ledger.close()
 
 
 def _open_ledger(url: str, *, code: int = EXIT_FAILURE, create: bool = False) -> Ledger:
@@ -319,11 +410,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else _config_path(args)
     cfg = _load(args, path)
     enabled = sum(1 for s in cfg.schedules if s.enabled)
-    users = sum(a.size for a in cfg.audiences.values())
-    _out(f"{path}: valid: {len(cfg.schedules)} schedule{'s' if len(cfg.schedules) != 1 else ''}"
-         f" ({enabled} enabled), {len(cfg.audiences)} audience"
-         f"{'s' if len(cfg.audiences) != 1 else ''} ({users:,} users).")
+    # Named audiences and schedules' own inline lists: the audiences `run` sends to.
+    audiences = {id(a): a for a in (*cfg.audiences.values(), *(s.audience for s in cfg.schedules))}
+    users = sum(a.size for a in audiences.values())
+    _out(f"{path}: valid: {_count(len(cfg.schedules), 'schedule')} ({enabled:,} enabled),"
+         f" {_count(len(audiences), 'audience')} ({_count(users, 'user')}).")
+    _warn_never_firing(cfg)
     return EXIT_OK
+
+
+def _warn_never_firing(cfg: config.Config) -> None:
+    for warning in plan.never_firing(cfg, SystemClock().now()):
+        _err(warning)
 
 
 def cmd_next(args: argparse.Namespace) -> int:
@@ -363,6 +461,7 @@ def _next_cron(expr: str, zone: str, after: datetime, count: int) -> list[plan.F
 
 def _next_schedules(args: argparse.Namespace, after: datetime) -> list[plan.Fire]:
     cfg = _load(args)
+    _warn_never_firing(cfg)
     schedules = list(cfg.schedules)
     if args.schedule:
         unknown = [s for s in args.schedule if cfg.schedule(s) is None]
@@ -429,7 +528,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, code=EXIT_CONFIG)
     clock = SystemClock()
     token = _usable_token(cfg.endpoint.token, clock.now())
-    ledger = _open_ledger(_database_url(args, cfg), code=EXIT_CONFIG, create=True)
+    try:
+        ledger = Ledger.open(_database_url(args, cfg), create=True)
+        try:
+            ledger.check_writable(to_ms(clock.now()))
+        except BaseException:
+            ledger.close()
+            raise
+    except LedgerError as e:
+        # A database that may come back (unreachable, busy) exits 1 so systemd retries; a
+        # ledger that cannot be opened or written is configuration: 78 stops the restarts.
+        raise Failure(f"{e} Not starting.", EXIT_FAILURE if e.temporary else EXIT_CONFIG
+                      ) from None
     daemon = Daemon(cfg, token, ledger, clock=clock, metrics_listen=args.metrics)
     try:
         return asyncio.run(daemon.run())
@@ -499,20 +609,26 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show schedules with their last and next fire, ledger counts and endpoint health."""
-    cfg = _load(args)
-    clock = SystemClock()
-    now = clock.now()
-    ledger = _open_ledger(_database_url(args, cfg))
-    try:
+    """Show schedules with their last and next fire, ledger counts and endpoint health.
+
+    Only the ledger is needed: when the schedule file is invalid (or, with ``--database``,
+    absent) it shows what the ledger knows, after one warning line if the file is invalid.
+    """
+    now = SystemClock().now()
+    with ledger_only(args, need_config=True, from_invalid_file=True) as (ledger, target):
         counts = ledger.counts()
         by_schedule = ledger.counts_by_schedule()
         last_fired = ledger.last_fired()
         health = ledger.health()
-    finally:
-        ledger.close()
+        known = ledger.known_schedules() if target.cfg is None else set()
+    cfg = target.cfg
+    if target.problems:
+        shown = make_url(target.url).render_as_string(hide_password=True)
+        _err(f"eventcron: warning: {target.invalid()}; showing what the ledger {shown}"
+             " knows.")
+    none = dict.fromkeys(STATUSES, 0)
     schedules: list[dict[str, Any]] = []
-    for s in cfg.schedules:
+    for s in cfg.schedules if cfg is not None else ():
         upcoming = plan.upcoming(s, now, 1) if s.enabled else []
         last = last_fired.get(s.id)
         schedules.append({
@@ -520,44 +636,66 @@ def cmd_status(args: argparse.Namespace) -> int:
             "event_type": s.event_type, "users": s.audience.size,
             "last_fire": _utc(from_ms(last)) if last is not None else None,
             "next_fire": _utc(upcoming[0].nominal) if upcoming else None,
-            "counts": by_schedule.get(s.id, dict.fromkeys(STATUSES, 0)),
+            "counts": by_schedule.get(s.id, none),
         })
-    token_info: dict[str, Any] = {"source": cfg.endpoint.token.describe()}
-    try:
-        token = auth.load_token(cfg.endpoint.token)
-    except auth.TokenError as e:
-        token_info["problem"] = str(e)
-    else:
-        token_info["expires_at"] = _utc(token.expires_at) if token.expires_at else None
-        token_info["expired"] = token.expired(now)
-        token_info["summary"] = auth.describe_expiry(token, now)
+    if cfg is None:  # what the ledger knows: no kind, zone, audience or next fire
+        for sid in sorted({*by_schedule, *last_fired, *known}):
+            last = last_fired.get(sid)
+            schedules.append({
+                "id": sid, "kind": None, "timezone": None, "enabled": None,
+                "event_type": None, "users": None,
+                "last_fire": _utc(from_ms(last)) if last is not None else None,
+                "next_fire": None, "counts": by_schedule.get(sid, none),
+            })
+    token_info = _token_status(cfg.endpoint.token, now) if cfg is not None else None
     endpoint = {
-        "url": cfg.endpoint.url,
+        "url": cfg.endpoint.url if cfg is not None else None,
         "last_delivered_at": _utc(from_ms(health.last_delivered_at))
         if health.last_delivered_at else None,
         "last_error": health.last_error,
         "last_error_at": _utc(from_ms(health.last_error_at)) if health.last_error_at else None,
         "token": token_info,
     }
+    file = ({"path": str(target.path), "valid": cfg is not None, "problems": target.problems}
+            if cfg is not None or target.problems else None)
     if args.json:
-        _out(json.dumps({"schedules": schedules, "counts": counts, "endpoint": endpoint},
-                        indent=2))
+        _out(json.dumps({"schedules": schedules, "counts": counts, "endpoint": endpoint,
+                         "file": file}, indent=2))
         return EXIT_OK
-    _out(f"Schedules in {cfg.path}:")
+    _out(f"Schedules in {cfg.path}:" if cfg is not None else "Schedules in the ledger:")
     for item in schedules:
-        state = "" if item["enabled"] else "  (disabled)"
         c = item["counts"]
+        tally = (f"{c['pending']} pending, {c['delivered']} delivered, {c['failed']} failed,"
+                 f" {c['expired']} expired")
+        if cfg is None:
+            _out(f"  {item['id']}: last fire {item['last_fire'] or 'never'}; {tally}")
+            continue
+        state = "" if item["enabled"] else "  (disabled)"
         _out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']}, {item['users']:,}"
              f" users; last fire {item['last_fire'] or 'never'}, next"
-             f" {item['next_fire'] or 'none'}; {c['pending']} pending, {c['delivered']}"
-             f" delivered, {c['failed']} failed, {c['expired']} expired")
+             f" {item['next_fire'] or 'none'}; {tally}")
     _out("Ledger: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
-    _out(f"Endpoint: {cfg.endpoint.url}")
+    _out(f"Endpoint: {endpoint['url'] or 'unknown without a valid schedule file'}")
     _out(f"  last delivery: {endpoint['last_delivered_at'] or 'none yet'}")
     if health.last_error:
         _out(f"  last error: {health.last_error} at {endpoint['last_error_at']}")
-    _out(f"  token: {token_info.get('summary') or token_info.get('problem')}")
+    if token_info is not None:
+        _out(f"  token: {token_info.get('summary') or token_info.get('problem')}")
     return EXIT_OK
+
+
+def _token_status(source: config.TokenSource, now: datetime) -> dict[str, Any]:
+    """Describe the token's source and expiry for `status`, or the problem loading it."""
+    info: dict[str, Any] = {"source": source.describe()}
+    try:
+        token = auth.load_token(source)
+    except auth.TokenError as e:
+        info["problem"] = str(e)
+    else:
+        info["expires_at"] = _utc(token.expires_at) if token.expires_at else None
+        info["expired"] = token.expired(now)
+        info["summary"] = auth.describe_expiry(token, now)
+    return info
 
 
 def _filters_of(args: argparse.Namespace) -> Filters:
@@ -581,12 +719,8 @@ def _row_json(r: Row) -> dict[str, Any]:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     """List ledger rows."""
-    cfg = _optional_config(args)
-    ledger = _open_ledger(_database_url(args, cfg))
-    try:
+    with ledger_only(args) as (ledger, _):
         rows = ledger.rows(_filters_of(args), limit=args.limit or None)
-    finally:
-        ledger.close()
     if args.json:
         _out(json.dumps([_row_json(r) for r in rows], indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -607,22 +741,121 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Put failed or expired rows back to pending."""
-    cfg = _optional_config(args)
-    policy = cfg.delivery if cfg is not None else config.Delivery()
     filters = _filters_of(args)
-    ledger = _open_ledger(_database_url(args, cfg))
-    now = SystemClock().now()
-    try:
+    with ledger_only(args, need_config=True) as (ledger, target):
+        # Replayed rows expire after the file's delivery.expires_after, or the default.
+        policy = target.cfg.delivery if target.cfg is not None else config.Delivery()
+        if target.problems and not args.dry_run:
+            _err(f"eventcron: warning: {target.invalid()}; replayed events expire"
+                 f" {config.format_duration(policy.expires_after)} from now, the default.")
+        now = SystemClock().now()
         n = ledger.replay(filters, to_ms(now), round(policy.expires_after * 1000),
                           dry_run=args.dry_run)
-    finally:
-        ledger.close()
     what = "/".join(filters.status) if filters.status else "failed or expired"
     if args.dry_run:
         _out(f"{n:,} {what} events would be replayed (dry run; nothing changed).")
     else:
         _out(f"{n:,} {what} events are pending again; a running eventcron sends them now.")
     return EXIT_OK
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    """Enqueue one occurrence of a schedule now, through the ledger's unique key."""
+    cfg = _load(args)
+    schedule = cfg.schedule(args.schedule)
+    if schedule is None:
+        known = ", ".join(s.id for s in cfg.schedules) or "none"
+        hint = did_you_mean(args.schedule, [s.id for s in cfg.schedules])
+        raise Failure(f"no schedule {args.schedule!r} in {cfg.path}{hint}; it has: {known}.")
+    if not schedule.enabled:
+        raise Failure(f"schedule {schedule.id!r} is disabled in {cfg.path}; a running instance"
+                      " would cancel its rows. Enable it first.")
+    clock = SystemClock()
+    try:
+        picked = plan.occurrences_to_fire(schedule, clock.now(), args.occurrence)
+    except plan.NoSuchOccurrence as e:
+        raise Failure(str(e)) from None
+    ledger = _open_ledger(_database_url(args, cfg))
+    counts: list[Enqueued]
+    if args.dry_run:
+        try:
+            counts = [_count_fire(ledger, job, nominal) for job, nominal in picked]
+        finally:
+            ledger.close()
+    else:
+        counts, instances = asyncio.run(_fire_now(ledger, cfg, picked))
+    for (job, nominal), (users, added) in zip(picked, counts, strict=True):
+        local = nominal.astimezone(zoneinfo.ZoneInfo(job.zone))
+        verb, had = ("would add", "already exist") if args.dry_run else ("added", "already existed")
+        _out(f"{schedule.id} at {rfc3339(nominal)} ({local.isoformat(timespec='seconds')}"
+             f" {job.zone}): {verb} {_count(added, 'new row')};"
+             f" {_count(users - added, 'row')} {had}.")
+    if args.dry_run:
+        _out("Dry run: nothing was written.")
+        return EXIT_OK
+    _out(_who_sends(instances, to_ms(clock.now()), cfg.sha256))
+    return EXIT_OK
+
+
+def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
+    users = [m.id for m in job.schedule.members(job.zone)]
+    present = ledger.count_present(job.schedule.id, job.schedule.event_type, to_ms(nominal),
+                                   users)
+    return Enqueued(len(users), len(users) - present)
+
+
+async def _fire_now(ledger: Ledger, cfg: config.Config,
+                    picked: list[tuple[plan.Job, datetime]]
+                    ) -> tuple[list[Enqueued], list[Instance]]:
+    # The daemon's own firing path: batches, the fire record, progress lines, the unique key.
+    db = LedgerThread(ledger)
+    try:
+        firer = Firer(db, SystemClock(), lambda: cfg.delivery, on_enqueued=lambda: None)
+        counts = [await firer.fire(job, nominal, "eventcron fire", by_hand=True)
+                  for job, nominal in picked]
+        return counts, await db.call(ledger.instances)
+    finally:
+        db.close()
+
+
+def _who_sends(instances: list[Instance], now_ms: int, plan_sha256: str) -> str:
+    """Say whether a running instance will send the rows just enqueued."""
+    alive = [i for i in instances if i.alive(now_ms)]
+    if not alive:
+        if not instances:
+            return ("No instance has run against this ledger yet: the rows wait pending until"
+                    " `eventcron run` starts.")
+        last = instances[0]
+        why = "stopped" if last.stopped_at is not None else "no heartbeat since: crashed or cut off"
+        return (f"No instance is running (last seen {_ago(now_ms - last.last_seen)} ago on"
+                f" {last.host}, {why}): the rows wait pending until one starts.")
+    who = "; ".join(f"{i.host} pid {i.pid}, last seen {_ago(now_ms - i.last_seen)} ago"
+                    for i in alive)
+    lines = [f"A running instance will send them ({who})."]
+    if any(i.paused for i in alive):
+        lines.append("But sending is paused: the endpoint refused the token (see `eventcron"
+                     " status`).")
+    if all(i.plan_sha256 != plan_sha256 for i in alive):
+        lines.append(f"Note: the running instances run another version of the schedule file"
+                     f" (plan {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); rows of"
+                     " a schedule their version lacks are cancelled, not sent.")
+    return "\n".join(lines)
+
+
+def _ago(ms_: int) -> str:
+    seconds = max(0, ms_ // 1000)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def _count(n: int, noun: str) -> str:
+    """Return ``1 row``, ``2 rows``, ``1,000 rows``: one rule for counts in messages."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_token(args: argparse.Namespace) -> int:

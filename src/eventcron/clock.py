@@ -38,6 +38,11 @@ def from_ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
+def rfc3339(t: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with a ``Z``, to the second."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def monotonic() -> float:
     """Return seconds on a clock that never jumps, for measuring durations."""
     return time.monotonic()

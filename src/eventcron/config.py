@@ -7,6 +7,7 @@ come from :mod:`eventcron.schema`, the same source the JSON Schema is printed fr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -30,10 +31,11 @@ from eventcron.audience import (
     Member,
     check_id,
     check_zone,
+    duplicate_message,
     scan_csv,
 )
 from eventcron.metrics import parse_listen
-from eventcron.problems import Problems, did_you_mean, quote_list
+from eventcron.problems import InvalidInput, Problems, did_you_mean, quote_list
 from eventcron.template import BUILTIN_NAMES, USER_PREFIX, DataTemplate, placeholders
 from eventcron.timing import (
     UTC,
@@ -53,7 +55,8 @@ from eventcron.yamlsource import (
     Sequence,
     entries,
     kind_of,
-    read_file,
+    parse_bytes,
+    read_raw,
     to_json,
 )
 
@@ -198,11 +201,17 @@ class Schedule:
             DEFAULT_ZONE,
         )
 
+    def zone_of(self, member: Member) -> str:
+        """Return the zone this schedule serves ``member`` in (the one path for run and next)."""
+        if self.timezone != USER_ZONE:
+            return self.timezone
+        return member.timezone or DEFAULT_ZONE
+
     def members(self, zone: str) -> Iterator[Member]:
         """Yield the audience members the job for ``zone`` serves."""
         if self.timezone != USER_ZONE:
             return self.audience.iter_members()
-        return (m for m in self.audience.iter_members() if (m.timezone or DEFAULT_ZONE) == zone)
+        return (m for m in self.audience.iter_members() if self.zone_of(m) == zone)
 
     def timing(self, zone: str) -> Timing:
         """Return the fire-time calculator of this schedule in one of its zones."""
@@ -251,6 +260,7 @@ class Config:
     audiences: dict[str, Audience]
     schedules: tuple[Schedule, ...]
     metrics_listen: tuple[str, int] | None = None  # (host, port); None: no metrics
+    sha256: str = ""  # of the file's bytes: which plan an instance runs
 
     def schedule(self, schedule_id: str) -> Schedule | None:
         """Return the schedule with this id, or None."""
@@ -267,8 +277,30 @@ def resolve_config_path(explicit: str | None) -> Path:
 
 def load(path: Path) -> Config:
     """Read, parse and validate a schedule file; raise :class:`InvalidInput` on any problem."""
-    root = read_file(path)
-    return _Reader(path).config(root)
+    raw = read_raw(path)
+    cfg = _Reader(path).config(parse_bytes(raw, str(path)))
+    return dataclasses.replace(cfg, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def database_of(path: Path) -> str | None:
+    """Return the ledger URL a schedule file names, reading nothing but its ``database`` key.
+
+    For a file that is invalid elsewhere: when it parses as YAML with a mapping at the top,
+    its single ``database`` value (relative SQLite paths resolved as :func:`load` does), or
+    the default ledger when it has none. None when even that much cannot be read.
+    """
+    try:
+        root = parse_bytes(read_raw(path), str(path))
+    except InvalidInput:
+        return None
+    if not isinstance(root, Mapping):
+        return None
+    found = [value for key, value in entries(root) if key.text == "database"]
+    if not found:
+        return default_database(path.parent)
+    reader = _Reader(path)
+    url = reader.database(found[0]) if len(found) == 1 else None
+    return url if not reader.problems else None
 
 
 # --- the reader ------------------------------------------------------------------------------
@@ -660,7 +692,8 @@ class _Reader:
                 self.problems.add(str(path), 1, None, f"... and {scan.problems.dropped} more"
                                   " problems in this file.")
             return None
-        return Audience(name, scan.columns, frozenset(scan.timezones), scan.size, file=path)
+        return Audience(name, scan.columns, frozenset(scan.timezones), scan.size, file=path,
+                        stamp=scan.stamp)
 
     def inline_users(self, node: Node, where: str, name: str | None) -> Audience | None:
         if not isinstance(node, Sequence) or not node.items:
@@ -677,8 +710,8 @@ class _Reader:
                 continue
             uid, tz, extra = parsed
             if uid in seen:
-                self.error(item, f"{where}: the user {uid!r} is listed twice (first on line"
-                           f" {seen[uid]}).")
+                first = f"{self.name}:{seen[uid]}"
+                self.error(item, f"{where}: {duplicate_message(uid, first)}")
                 ok = False
                 continue
             seen[uid] = item.line
@@ -976,6 +1009,27 @@ def database_url(text: str) -> str:
         raise ValueError(f"the {url.drivername!r} driver is not supported; use sqlite:/// or"
                          " postgresql+psycopg://.")
     raise ValueError(f"the ledger must be SQLite or PostgreSQL, not {backend!r}.")
+
+
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def ledger_url(text: str, base: Path) -> str:
+    """Check ``--database``: a URL, or a plain path meaning an SQLite file.
+
+    A plain path (``/var/lib/eventcron/eventcron.db``, ``./x.db``, ``x.db``; ``~`` expanded)
+    is made absolute against ``base``, the current folder. Raise ValueError (a sentence).
+    """
+    text = text.strip()
+    if "://" in text:
+        return database_url(text)
+    if _SCHEME.match(text):
+        raise ValueError(f"{text!r} is neither a database URL nor a path; write"
+                         " sqlite:///eventcron.db, postgresql+psycopg://user@host/db, or a"
+                         " path such as ./eventcron.db.")
+    path = os.path.abspath(base / Path(text).expanduser())  # symlinks kept as written
+    # The URL's path is percent-decoded and ends at '?'.
+    return "sqlite:///" + path.replace("%", "%25").replace("?", "%3F")
 
 
 def _loopback(host: str) -> bool:

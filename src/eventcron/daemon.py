@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import signal
-import socket
+import zoneinfo
 from collections.abc import Awaitable, Callable, Coroutine
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -25,14 +25,21 @@ from typing import Any, Final
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcron import auth, catchup, config, plan
+from eventcron import __version__, auth, catchup, config, plan
 from eventcron.audience import AudienceError
 from eventcron.auth import Token, TokenError
-from eventcron.clock import Clock, from_ms, monotonic, to_ms
+from eventcron.clock import Clock, from_ms, monotonic, rfc3339, to_ms
 from eventcron.clockwork import FIRE_LEAD, Clockwork
 from eventcron.dispatch import Dispatcher, ResultHook
 from eventcron.firing import Firer
-from eventcron.ledger import Ledger, LedgerThread, boot_id, instance_name
+from eventcron.ledger import (
+    HEARTBEAT_INTERVAL,
+    UNKNOWN,
+    Instance,
+    Ledger,
+    LedgerThread,
+    Owner,
+)
 from eventcron.metrics import Health, Metrics, MetricsServer
 from eventcron.notify import Notifier, watchdog_interval
 from eventcron.problems import InvalidInput
@@ -70,18 +77,21 @@ class State:
 
 
 def owner_is_dead(owner: str, me: str) -> bool:
-    """Tell whether a claim owner ``host:pid:boot:nonce`` was a process here that died.
+    """Tell whether the claim owner named ``owner`` was a process here that died.
 
-    Only owners of this very boot of this host are judged; any other waits for its lease.
+    ``me`` is this process's owner name. Only owners of this very host, boot and PID
+    namespace are judged (elsewhere a process id means another process); any other, and
+    any name of an earlier version (no namespace in it), waits for its lease to end.
     """
-    parts = owner.split(":")
-    if owner == me or len(parts) != 4 or not parts[1].isdigit():
+    theirs, mine = Owner.parse(owner), Owner.parse(me)
+    if theirs is None or mine is None or owner == me:
         return False
-    host, pid_text, boot, _ = parts
-    if host != socket.gethostname() or boot != boot_id() or boot == "-":
+    if (theirs.host, theirs.boot, theirs.pid_ns) != (mine.host, mine.boot, mine.pid_ns):
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
+    if mine.pid_ns is None or UNKNOWN in (mine.boot, mine.pid_ns):
+        return False  # this system does not say which boot or namespace we are in
+    pid = theirs.pid
+    if pid == mine.pid:
         return True  # our process id with another nonce: an earlier life of this pid
     try:
         os.kill(pid, 0)
@@ -112,11 +122,14 @@ class Daemon:
         self.token = token
         self.clock = clock
         self.db = LedgerThread(ledger)
-        self.owner = instance_name()
+        self.identity = Owner.here()
+        self.owner = self.identity.format()  # the claim owner and the heartbeat row's name
         self.watch = watch
         self.drain_timeout = drain_timeout
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._reload_why: set[str] = set()
+        self._reload_lock = asyncio.Lock()
         self._fire_slots = asyncio.Semaphore(MAX_CONCURRENT_FIRES)
         self._fire_tasks: dict[asyncio.Task[None], str] = {}  # task -> schedule id
         self._small_fires: list[tuple[str, datetime]] = []
@@ -135,6 +148,7 @@ class Daemon:
         self._unrecorded: dict[str, list[datetime]] = {}
         self.clockwork = Clockwork(self._handoff, fire_lead)
         self.started_at = monotonic()
+        self.started_wall = clock.now()
         self.fires = 0
         self.ready = False
         self.on_ready: Callable[[], None] | None = None
@@ -153,8 +167,9 @@ class Daemon:
         """Ask the daemon to shut down (what SIGTERM and SIGINT do)."""
         self._stop.set()
 
-    def request_reload(self) -> None:
+    def request_reload(self, why: str = "SIGHUP") -> None:
         """Ask the daemon to reload the schedule file (what SIGHUP does)."""
+        self._reload_why.add(why)
         self._reload.set()
 
     def _install_signals(self) -> list[signal.Signals]:
@@ -184,6 +199,7 @@ class Daemon:
         helpers: list[asyncio.Task[None]] = []
         runner = asyncio.create_task(self.dispatcher.run(), name="eventcron-dispatch")
         try:
+            helpers.append(asyncio.create_task(self._heartbeat(), name="eventcron-heartbeat"))
             interval = watchdog_interval()
             if interval is not None:
                 helpers.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -236,6 +252,8 @@ class Daemon:
         return 0
 
     async def _serve(self, runner: asyncio.Task[None]) -> None:
+        # The one place reloads run, one at a time: SIGHUP and the file watcher only ask.
+        # A request that arrives during a reload sets the event again, so it runs next.
         while not self._stop.is_set():
             stop = asyncio.create_task(self._stop.wait())
             reload = asyncio.create_task(self._reload.wait())
@@ -246,7 +264,9 @@ class Daemon:
                 runner.result()  # the dispatcher died: let its exception end the daemon
             if self._reload.is_set() and not self._stop.is_set():
                 self._reload.clear()
-                await self._guarded_reload("SIGHUP")
+                why = " and ".join(sorted(self._reload_why)) or "SIGHUP"
+                self._reload_why.clear()
+                await self._guarded_reload(why)
 
     async def _shut_down(self, runner: asyncio.Task[None]) -> None:
         # 1. stop firing; 2. drain requests in flight within a bound; 3. leave the rest
@@ -258,6 +278,10 @@ class Daemon:
         left = await self.dispatcher.stop(runner, self.drain_timeout)
         await self.sender.aclose()
         await asyncio.gather(*self._senders_closing, return_exceptions=True)
+        try:
+            await self.db.call(self.db.ledger.heartbeat, self._instance(stopped=True))
+        except (SQLAlchemyError, OSError) as e:
+            log.warning("cannot mark this instance stopped in the ledger: %s", _first_line(e))
         await asyncio.to_thread(self.db.close)
         took = monotonic() - self.started_at
         cut = f"; {left} requests in flight were cut short and stay pending" if left else ""
@@ -282,6 +306,26 @@ class Daemon:
             problems.append(f"the ledger does not take writes: {_first_line(e)}")
         return Health(not problems, tuple(problems))
 
+    def _instance(self, *, stopped: bool = False) -> Instance:
+        now = to_ms(self.clock.now())
+        return Instance(self.owner, self.identity.host, self.identity.pid, __version__,
+                        to_ms(self.started_wall), now, now if stopped else None,
+                        self.dispatcher.auth_problem is not None, self.state.config.sha256)
+
+    async def _heartbeat(self) -> None:
+        # Tells `status` and `fire` that this instance runs, and which plan it runs.
+        failing = False
+        while True:
+            try:
+                await self.db.call(self.db.ledger.heartbeat, self._instance())
+            except (SQLAlchemyError, OSError) as e:
+                if not failing:
+                    log.warning("cannot write this instance's heartbeat: %s", _first_line(e))
+                failing = True
+            else:
+                failing = False
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
     async def _watchdog(self, interval: float) -> None:
         # Pinged from the event loop itself: if the loop stalls, the pings stop and
         # systemd restarts the service.
@@ -296,7 +340,7 @@ class Daemon:
         next_part = "no fires scheduled"
         if upcoming:
             t, key = min(upcoming)
-            next_part = f"next fire {key} at {t.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            next_part = f"next fire {key} at {rfc3339(t)}"
         paused = "; PAUSED: token refused" if self.dispatcher.auth_problem else ""
         return (f"{next_part}; {int(pending):,} pending;"
                 f" {self.dispatcher.stats.delivered:,} delivered since start{paused}")
@@ -311,11 +355,15 @@ class Daemon:
                 self._counts = counts
                 for state, n in counts.items():
                     self.metrics.rows.labels(state).set(n)
+            soonest: dict[str, float] = {}
             for key in self.clockwork.job_keys():
                 t = self.clockwork.next_fire(key)
                 job = self.state.jobs.get(key)
                 if t is not None and job is not None:
-                    self.metrics.next_fire.labels(job.schedule.id).set(t.timestamp())
+                    # One job per zone (`timezone: user`): the schedule fires at the soonest.
+                    sid = job.schedule.id
+                    soonest[sid] = min(t.timestamp(), soonest.get(sid, t.timestamp()))
+            self.metrics.set_next_fires(soonest)
             self.metrics.paused.set(1 if self.dispatcher.auth_problem else 0)
             self._token_metric()
             self.notifier.status(await self._status_line())
@@ -332,7 +380,8 @@ class Daemon:
             before = to_ms(now) - round(policy.retention * 1000)
             horizon = to_ms(now) - round(policy.catch_up * 1000)
             try:
-                n = await self.db.call(self.db.ledger.prune, before, horizon)
+                # In short steps: claims, records and /healthz get through in between.
+                n = await self.db.prune(before, horizon)
             except (SQLAlchemyError, OSError) as e:
                 log.warning("cannot prune old ledger rows: %s", _first_line(e))
             else:
@@ -409,7 +458,7 @@ class Daemon:
                                    record.zone, record.scheduled_for)
                 continue
             log.info("finishing %s at %s, interrupted before every user was enqueued",
-                     job.key, nominal.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                     job.key, rfc3339(nominal))
             await self.firer.fire(job, nominal, "finishing an interrupted fire")
 
     async def _catch_up(self, jobs: dict[str, plan.Job], now: datetime) -> None:
@@ -424,6 +473,7 @@ class Daemon:
                 # A new or edited schedule starts from now: nothing fires by surprise.
                 await self.db.call(ledger.set_job_state, key, job.schedule.id, fingerprint,
                                    now_ms, now_ms, reset=True)
+                await self._skip_passed(job, now)
                 continue
             watermark = from_ms(state[1])
             occurrences, capped = await asyncio.to_thread(catchup.missed, job.timing,
@@ -442,6 +492,22 @@ class Daemon:
             await self._apply_catch_up(job, decision, now_ms)
             await self.db.call(ledger.set_job_state, key, job.schedule.id, fingerprint,
                                now_ms, now_ms)
+
+    async def _skip_passed(self, job: plan.Job, now: datetime) -> None:
+        """Record and announce the occurrence a new or retimed job's load passed over."""
+        window = self.state.config.delivery.catch_up
+        t = await asyncio.to_thread(catchup.passed_before_load, job.timing, now, window)
+        if t is None:
+            return
+        if not await self.db.call(self.db.ledger.skip_passed, job.schedule.id, job.zone,
+                                  to_ms(t), to_ms(now)):
+            return  # already fired or recorded, by this instance earlier or another one
+        local = t.astimezone(zoneinfo.ZoneInfo(job.zone))
+        log.warning("schedule %s: its occurrence at %s (%s %s) passed before the schedule"
+                    " was loaded and is skipped; to send it anyway: eventcron --config %s fire"
+                    " %s --occurrence %s", job.schedule.id, rfc3339(t),
+                    local.isoformat(timespec="seconds"), job.zone, self.state.config.path,
+                    job.schedule.id, rfc3339(t))
 
     # --- firing -------------------------------------------------------------------------
 
@@ -591,13 +657,20 @@ class Daemon:
                     attempt += 1
                     delay = min(FIRE_RETRY_MAX, 2.0 ** attempt)
                     log.error("cannot fire %s at %s (%s); trying again in %.0fs", key,
-                              nominal.strftime("%Y-%m-%dT%H:%M:%SZ"), _first_line(e), delay)
+                              rfc3339(nominal), _first_line(e), delay)
                     await asyncio.sleep(delay)
 
     # --- reload -------------------------------------------------------------------------
 
     async def reload(self, why: str) -> bool:
-        """Load the schedule file again and apply the difference; keep the old on error."""
+        """Load the schedule file again and apply the difference; keep the old on error.
+
+        One reload at a time: a second caller waits for the first to finish, then loads.
+        """
+        async with self._reload_lock:
+            return await self._reload_now(why)
+
+    async def _reload_now(self, why: str) -> bool:
         path = self.state.config.path
         try:
             new = await asyncio.to_thread(config.load, path)
@@ -634,6 +707,7 @@ class Daemon:
                 await self.db.call(self.db.ledger.set_job_state, job.key, job.schedule.id,
                                    job.schedule.fingerprint(), to_ms(now), to_ms(now),
                                    reset=True)
+                await self._skip_passed(job, now)
             await self._retire(old_active, now)
         except (SQLAlchemyError, OSError) as e:
             # The plan is applied; only its bookkeeping failed. The dispatcher already
@@ -656,7 +730,8 @@ class Daemon:
             log.error("reload (%s) failed: %s: %s; still running the previous plan", why,
                       type(e).__name__, _first_line(e))
         finally:
-            self.notifier.ready(await self._status_line())
+            if not self._stop.is_set():
+                self.notifier.ready(await self._status_line())
 
     async def _apply_endpoint(self, old: config.Config, new: config.Config) -> None:
         token = self.token
@@ -696,16 +771,16 @@ class Daemon:
         return [cfg.path, *(a.file for a in cfg.audiences.values() if a.file is not None)]
 
     async def _watch_files(self) -> None:
+        # The snapshot is taken before the reload is asked for, never after it: an edit
+        # made while a reload runs differs from it and asks for another.
         seen = _stats(self._watched_files())
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            now = _stats(self._watched_files())
-            if now != seen:
+            if _stats(self._watched_files()) != seen:
                 # Editors write in several steps; wait for the file to settle.
                 await asyncio.sleep(WATCH_INTERVAL / 2)
                 seen = _stats(self._watched_files())
-                await self._guarded_reload("the file changed")
-                seen = _stats(self._watched_files())
+                self.request_reload("the file changed")
 
     async def _watch_token(self) -> None:
         last_warning = monotonic()

@@ -11,11 +11,11 @@ import logging
 import time
 import zoneinfo
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Final, NamedTuple
 
 from eventcron.audience import Member
-from eventcron.clock import Clock, ms, to_ms
+from eventcron.clock import Clock, ms, rfc3339, to_ms
 from eventcron.config import Delivery
 from eventcron.ledger import LedgerThread, NewRow
 from eventcron.metrics import Metrics
@@ -38,7 +38,7 @@ def render_rows(job: Job, nominal: datetime, members: Iterator[Member], limit: i
     jitter = timedelta(seconds=schedule.jitter)
     local = nominal.astimezone(zoneinfo.ZoneInfo(job.zone))
     render = template.renderer({
-        "scheduled_for": nominal.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduled_for": rfc3339(nominal),
         "scheduled_for_local": local.isoformat(timespec="seconds"),
         "schedule_id": schedule.id,
         "event_type": schedule.event_type,
@@ -53,6 +53,13 @@ def render_rows(job: Job, nominal: datetime, members: Iterator[Member], limit: i
         if len(rows) >= limit:
             break
     return rows
+
+
+class Enqueued(NamedTuple):
+    """What a fire did: users it covered, and rows that were new (the rest were present)."""
+
+    users: int
+    added: int
 
 
 class Firer:
@@ -72,15 +79,21 @@ class Firer:
     def _now_ms(self) -> int:
         return to_ms(self.clock.now())
 
-    async def fire(self, job: Job, nominal: datetime, why: str = "") -> int:
-        """Enqueue one occurrence for every member of the job; return rows added."""
+    async def fire(self, job: Job, nominal: datetime, why: str = "", *,
+                   by_hand: bool = False) -> Enqueued:
+        """Enqueue one occurrence for every member of the job; return users and rows added.
+
+        ``by_hand`` (``eventcron fire``) fires even an occurrence that was skipped or fired
+        (only missing rows are added) and leaves the job's watermark alone.
+        """
         ledger = self.db.ledger
         sid, zone = job.schedule.id, job.zone
         nominal_ms = to_ms(nominal)
-        started = await self.db.call(ledger.begin_fire, sid, zone, nominal_ms, self._now_ms())
+        started = await self.db.call(ledger.begin_fire, sid, zone, nominal_ms, self._now_ms(),
+                                     by_hand=by_hand)
         if not started:
-            log.debug("%s at %s was already fired", job.key, _iso(nominal))
-            return 0
+            log.debug("%s at %s was already fired", job.key, rfc3339(nominal))
+            return Enqueued(0, 0)
         members = iter(job.schedule.members(zone))
         expires_after = self.policy().expires_after
         total = added = 0
@@ -95,17 +108,18 @@ class Firer:
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()
                 log.info("firing %s at %s: %s users enqueued so far (%.0f/s)", job.key,
-                         _iso(nominal), f"{total:,}", total / (last_report - began))
+                         rfc3339(nominal), f"{total:,}", total / (last_report - began))
         now_ms = self._now_ms()
         await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms)
-        await self.db.call(ledger.set_job_state, job.key, sid, job.schedule.fingerprint(),
-                           self.watermark(job, nominal), now_ms)
+        if not by_hand:
+            await self.db.call(ledger.set_job_state, job.key, sid, job.schedule.fingerprint(),
+                               self.watermark(job, nominal), now_ms)
         self.metrics.fires.inc()
         self.metrics.enqueued.inc(added)
         again = f" ({total - added:,} were already queued)" if total != added else ""
-        log.info("fired %s at %s%s: %s users enqueued%s", job.key, _iso(nominal),
+        log.info("fired %s at %s%s: %s users enqueued%s", job.key, rfc3339(nominal),
                  f" ({why})" if why else "", f"{added:,}", again)
-        return added
+        return Enqueued(total, added)
 
     async def fire_together(self, fires: list[tuple[Job, datetime]]) -> int:
         """Fire many small occurrences in one ledger transaction; return rows added.
@@ -126,11 +140,11 @@ class Firer:
         total = 0
         for (job, nominal), n in zip(fires, added, strict=True):
             if n is None:
-                log.debug("%s at %s was already fired", job.key, _iso(nominal))
+                log.debug("%s at %s was already fired", job.key, rfc3339(nominal))
                 continue
             total += n
             self.metrics.fires.inc()
-            log.info("fired %s at %s: %s users enqueued", job.key, _iso(nominal), f"{n:,}")
+            log.info("fired %s at %s: %s users enqueued", job.key, rfc3339(nominal), f"{n:,}")
         self.metrics.enqueued.inc(total)
         return total
 
@@ -141,7 +155,3 @@ class Firer:
         if not rows:
             return 0, 0
         return len(rows), self.db.ledger.enqueue(rows, self._now_ms())
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,6 +13,7 @@ the daemon runs them on a worker thread so the event loop never waits on the dis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -50,6 +51,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -57,12 +59,16 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from eventcron.clock import monotonic
+
 _T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 1  # bump with a migration in MIGRATIONS; never edit a released table
 BUSY_TIMEOUT_MS: Final = 10_000  # milliseconds SQLite waits for another writer's lock
 ENQUEUE_BATCH: Final = 5_000  # rows per INSERT statement
-PRUNE_BATCH: Final = 10_000  # rows per DELETE transaction
+PRUNE_BATCH: Final = 1_000  # rows a prune step looks at (the daemon's first step)
+PRUNE_STEP_SECONDS: Final = 0.02  # the daemon's prune steps grow or shrink to take this long
+PRUNE_BATCHES: Final = (100, 20_000)  # the least and most rows a daemon's prune step takes
 RECORD_CHUNK: Final = 500  # outcomes per UPDATE statement (4-6 parameters each)
 INSERT_CHUNK: Final = 500  # rows per INSERT statement (10 parameters each; SQLite allows 32766)
 MIGRATION_LOCK: Final = 0x65766E74  # PostgreSQL advisory lock key held while migrating
@@ -72,6 +78,7 @@ Status = Literal["pending", "delivered", "failed", "expired", "cancelled"]
 STATUSES: Final[tuple[Status, ...]] = ("pending", "delivered", "failed", "expired", "cancelled")
 FINAL_STATUSES: Final = ("delivered", "failed", "expired", "cancelled")
 REPLAYABLE: Final = ("failed", "expired")
+PASSED_BEFORE_LOAD: Final = "passed before the schedule was loaded"  # a skip's reason
 
 metadata = MetaData()
 
@@ -123,6 +130,12 @@ fires = Table(
     Column("users", Integer, nullable=False, default=0),  # rows this fire enqueued
     Column("updated_at", BigInteger, nullable=False),
 )
+# Unfinished fires, by occurrence (the primary key needs the zone too): few rows, and what
+# pruning asks of every row it deletes. An index only, so older versions read the ledger
+# as before; migrate() adds it to ledgers created without it.
+ix_fires_firing = Index("ix_fires_firing", fires.c.schedule_id, fires.c.scheduled_for,
+                        sqlite_where=fires.c.status == "firing",
+                        postgresql_where=fires.c.status == "firing")
 
 job_state = Table(
     "job_state", metadata,
@@ -131,6 +144,21 @@ job_state = Table(
     Column("fingerprint", Text, nullable=False),  # of what decides fire times
     Column("watermark", BigInteger, nullable=False),  # ms; occurrences up to here are handled
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# One row per instance that ever ran: written every HEARTBEAT_INTERVAL, marked stopped on a
+# clean exit. A new table, not a change to one: create_all adds it to older ledgers.
+instances = Table(
+    "instances", metadata,
+    Column("name", Text, primary_key=True),  # the claim owner name
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("started_at", BigInteger, nullable=False),  # ms
+    Column("last_seen", BigInteger, nullable=False),  # ms
+    Column("stopped_at", BigInteger),  # ms; NULL while running (or after a crash)
+    Column("paused", Integer, nullable=False, default=0),  # 1 while a 401 holds sending
+    Column("plan_sha256", Text, nullable=False),  # of the schedule file it runs
 )
 
 # version -> statements taking a ledger from version-1 to version. Empty until a release
@@ -196,21 +224,73 @@ class NewRow(NamedTuple):
     expires_at: int  # ms
 
 
-def instance_name() -> str:
-    """Return this process's claim owner name: ``host:pid:boot:random``.
+UNKNOWN: Final = "-"  # an identity part (boot, pid namespace) this system does not tell
 
-    The boot id tells apart hosts that share a name (cloned machines) and boots of one.
+
+class Owner(NamedTuple):
+    """Who holds a claim; its name ``host:pid:boot:pidns:nonce`` is written and read here only.
+
+    A process id means something only within one PID namespace of one boot of one host:
+    two containers sharing the host's network (so its name) and kernel (so its boot id)
+    can both be PID 1. Names written before the namespace was part of them have four
+    fields; they parse with ``pid_ns`` None.
     """
-    return f"{socket.gethostname()}:{os.getpid()}:{boot_id()}:{uuid.uuid4().hex[:8]}"
+
+    host: str
+    pid: int
+    boot: str  # the first 8 characters of the boot id, or UNKNOWN
+    pid_ns: str | None  # the PID namespace's inode number, UNKNOWN, or None (old name)
+    nonce: str  # tells apart lives of one process id
+
+    def format(self) -> str:
+        """Return the name stored in ``claimed_by``."""
+        ns = () if self.pid_ns is None else (self.pid_ns,)
+        return ":".join((self.host, str(self.pid), self.boot, *ns, self.nonce))
+
+    @classmethod
+    def parse(cls, name: str) -> Owner | None:
+        """Read a name written by :meth:`format` (of this or an earlier version), else None."""
+        parts = name.split(":")
+        if len(parts) not in (4, 5) or not parts[1].isdigit() or not all(parts):
+            return None
+        if len(parts) == 4:
+            host, pid, boot, nonce = parts
+            return cls(host, int(pid), boot, None, nonce)
+        host, pid, boot, pid_ns, nonce = parts
+        return cls(host, int(pid), boot, pid_ns, nonce)
+
+    @classmethod
+    def here(cls) -> Owner:
+        """Return a new identity for this process, with a fresh nonce."""
+        return cls(socket.gethostname(), os.getpid(), boot_id(), pid_namespace(),
+                   uuid.uuid4().hex[:8])
+
+
+def instance_name() -> str:
+    """Return a new claim owner name for this process (see :class:`Owner`)."""
+    return Owner.here().format()
 
 
 @functools.cache
 def boot_id() -> str:
     """Return a short id of this boot of this machine (Linux), or "-" where unknown."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8] or "-"
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8] or UNKNOWN
     except OSError:
-        return "-"
+        return UNKNOWN
+
+
+@functools.cache
+def pid_namespace() -> str:
+    """Return the identity of this process's PID namespace (Linux), or "-" where unknown.
+
+    It is the inode number of ``/proc/self/ns/pid``, unique on the host while the
+    namespace lives (``readlink`` shows it as ``pid:[4026531836]``).
+    """
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return UNKNOWN
 
 
 class Claimed(NamedTuple):
@@ -276,6 +356,16 @@ class Health:
     last_error_at: int | None  # ms
 
 
+class PruneAt(NamedTuple):
+    """Where a prune in steps has got: a table, and the key of the last row looked at."""
+
+    table: Literal["deliveries", "fires"]
+    after: tuple[Any, ...] | None  # None: from the table's start
+
+
+PRUNE_START: Final = PruneAt("deliveries", None)
+
+
 @dataclass(frozen=True, slots=True)
 class FireRecord:
     """One occurrence of a job as recorded in ``fires``."""
@@ -286,6 +376,29 @@ class FireRecord:
     status: str
     reason: str | None
     users: int
+
+
+HEARTBEAT_INTERVAL: Final = 5.0  # seconds between an instance's heartbeats
+ALIVE_WITHIN: Final = 30.0  # seconds: an instance not seen for longer is not running
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """An instance as its heartbeat row tells it."""
+
+    name: str
+    host: str
+    pid: int
+    version: str
+    started_at: int  # ms
+    last_seen: int  # ms
+    stopped_at: int | None  # ms
+    paused: bool
+    plan_sha256: str
+
+    def alive(self, now: int) -> bool:
+        """Tell whether the instance runs: not stopped, and seen within ALIVE_WITHIN."""
+        return self.stopped_at is None and now - self.last_seen <= ALIVE_WITHIN * 1000
 
 
 class Ledger:
@@ -336,7 +449,7 @@ class Ledger:
         except SQLAlchemyError as e:
             ledger.close()
             raise LedgerError(f"cannot open the ledger {_display(url)}: {_cause(e)}.",
-                              temporary=isinstance(e, OperationalError)) from None
+                              temporary=_temporary(ledger.dialect, e)) from None
         except BaseException:
             ledger.close()
             raise
@@ -367,6 +480,7 @@ class Ledger:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                              {"key": MIGRATION_LOCK})
             metadata.create_all(conn)
+            ix_fires_firing.create(conn, checkfirst=True)  # create_all skips existing tables
             found = conn.execute(select(meta_table.c.value).where(
                 meta_table.c.key == "schema_version")).scalar()
             if found is None:
@@ -374,6 +488,8 @@ class Ledger:
                                                        value=str(SCHEMA_VERSION)))
                 return
             version = int(found)
+            if version == SCHEMA_VERSION:
+                return  # nothing to write: a read-only ledger can still be read
             if version > SCHEMA_VERSION:
                 raise LedgerError(
                     f"the ledger {_display(self.url)} has schema version {version}, newer than"
@@ -397,16 +513,52 @@ class Ledger:
             return pg_dialect.insert(table).on_conflict_do_nothing()
         return sqlite_dialect.insert(table).on_conflict_do_nothing()
 
-    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
-        """Record that an occurrence is being fired; False if it already was, completely."""
+    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int, *,
+                   by_hand: bool = False) -> bool:
+        """Record that an occurrence is being fired; False if it already was, or was skipped.
+
+        ``by_hand`` (``eventcron fire``) overrides a skip and fires even a fired occurrence
+        again: its rows go through the unique key, so only missing ones are added.
+        """
         with self._tx() as conn:
-            conn.execute(self._insert(fires).values(
+            return self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
+                                       by_hand=by_hand)
+
+    def _begin_fire_in(self, conn: Connection, schedule_id: str, zone: str, scheduled_for: int,
+                       now: int, *, by_hand: bool = False) -> bool:
+        conn.execute(self._insert(fires).values(
+            schedule_id=schedule_id, zone=zone, scheduled_for=scheduled_for,
+            status="firing", users=0, updated_at=now))
+        where = (fires.c.schedule_id == schedule_id, fires.c.zone == zone,
+                 fires.c.scheduled_for == scheduled_for)
+        return self._take_fire(conn, where, now, by_hand=by_hand)
+
+    @staticmethod
+    def _take_fire(conn: Connection, where: tuple[Any, ...], now: int, *,
+                   by_hand: bool = False) -> bool:
+        # The fire record exists (inserted as "firing" unless one was there): may we fire?
+        status, reason = conn.execute(select(fires.c.status, fires.c.reason).where(
+            *where)).one()
+        # A skip for "passed before the schedule was loaded" is one instance's view: another
+        # that had the schedule loaded in time fires the occurrence after all.
+        if status == "skipped" and (by_hand or reason == PASSED_BEFORE_LOAD):
+            conn.execute(update(fires).where(*where, fires.c.status == "skipped").values(
+                status="firing", reason=None, updated_at=now))
+            return True
+        return bool(status == "firing" or by_hand)
+
+    def skip_passed(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
+        """Record an occurrence as skipped because it passed before its schedule was loaded.
+
+        Returns False when the occurrence is already recorded (fired, firing or skipped).
+        """
+        with self._tx() as conn:
+            # RETURNING, not rowcount: psycopg does not report a count for ON CONFLICT.
+            inserted = conn.execute(self._insert(fires).values(
                 schedule_id=schedule_id, zone=zone, scheduled_for=scheduled_for,
-                status="firing", users=0, updated_at=now))
-            status = conn.execute(select(fires.c.status).where(
-                fires.c.schedule_id == schedule_id, fires.c.zone == zone,
-                fires.c.scheduled_for == scheduled_for)).scalar_one()
-        return bool(status == "firing")
+                status="skipped", reason=PASSED_BEFORE_LOAD, users=0, updated_at=now,
+            ).returning(fires.c.scheduled_for)).first()
+            return inserted is not None
 
     def enqueue(self, rows: Sequence[NewRow], now: int) -> int:
         """Insert delivery rows, ignoring occurrences already present; return rows added.
@@ -467,8 +619,7 @@ class Ledger:
             for job, sid, zone, fingerprint, t, rows, watermark in batch:
                 where = (fires.c.schedule_id == sid, fires.c.zone == zone,
                          fires.c.scheduled_for == t)
-                status = conn.execute(select(fires.c.status).where(*where)).scalar_one()
-                if status != "firing":
+                if not self._take_fire(conn, where, now):
                     result.append(None)
                     continue
                 added = self._enqueue_in(conn, rows, now)
@@ -589,6 +740,41 @@ class Ledger:
                     return
             self._advance(conn, job, schedule_id, fingerprint, watermark=watermark, now=now)
 
+    def count_present(self, schedule_id: str, event_type: str, scheduled_for: int,
+                      app_user_ids: Sequence[str]) -> int:
+        """Count which of these users already have a row for an occurrence (a dry run)."""
+        found = 0
+        with self._tx(write=False) as conn:
+            for start in range(0, len(app_user_ids), RECORD_CHUNK):
+                found += int(conn.execute(select(func.count()).select_from(deliveries).where(
+                    deliveries.c.schedule_id == schedule_id,
+                    deliveries.c.event_type == event_type,
+                    deliveries.c.scheduled_for == scheduled_for,
+                    deliveries.c.app_user_id.in_(app_user_ids[start:start + RECORD_CHUNK]),
+                )).scalar_one())
+        return found
+
+    # --- instances ----------------------------------------------------------------------
+
+    def heartbeat(self, instance: Instance) -> None:
+        """Write an instance's heartbeat row (inserted on its first beat)."""
+        values = dataclasses.asdict(instance)
+        values["paused"] = int(instance.paused)
+        changing = {k: values[k] for k in ("last_seen", "stopped_at", "paused", "plan_sha256")}
+        insert_ = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        with self._tx() as conn:
+            conn.execute(insert_(instances).values(**values).on_conflict_do_update(
+                index_elements=[instances.c.name], set_=changing))
+
+    def instances(self) -> list[Instance]:
+        """Return every instance that ever ran, the most recently seen first."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(select(instances).order_by(
+                instances.c.last_seen.desc())).all()
+        return [Instance(r.name, r.host, r.pid, r.version, int(r.started_at),
+                         int(r.last_seen), None if r.stopped_at is None else int(r.stopped_at),
+                         bool(r.paused), r.plan_sha256) for r in rows]
+
     # --- dispatch -----------------------------------------------------------------------
 
     def claim(self, owner: str, now: int, limit: int, lease_ms: int) -> list[Claimed]:
@@ -684,7 +870,7 @@ class Ledger:
                                 deliveries.c.claimed_by == owner)
                          .values(claimed_by=None, claim_until=None))
 
-    def release_dead_owners(self, is_dead: Any) -> int:
+    def release_dead_owners(self, is_dead: Callable[[str], bool]) -> int:
         """Release claims whose owner ``is_dead(owner)`` says died; return rows released."""
         with self._tx(write=False) as conn:
             owners = conn.execute(select(deliveries.c.claimed_by).distinct().where(
@@ -832,32 +1018,78 @@ class Ledger:
         kept while their occurrence could still be fired: when it is newer than
         ``refire_horizon`` (now minus catch_up: catch-up fires nothing older), or when its
         fire was interrupted (a restart completes those, whatever their age). Pending rows
-        are never deleted. Fire records follow the same rule. Deletes run in batches so
-        the ledger is never locked for long.
+        are never deleted. Fire records follow the same rule.
+
+        This runs every :meth:`prune_step` in a row; the daemon runs them one ledger call
+        each instead (:meth:`LedgerThread.prune`), so other calls get through in between.
         """
-        unfinished = (select(fires.c.schedule_id).where(
-            fires.c.schedule_id == deliveries.c.schedule_id,
-            fires.c.scheduled_for == deliveries.c.scheduled_for,
-            fires.c.status == "firing").exists())
-        doomed = (select(deliveries.c.id)
-                  .where(deliveries.c.status.in_(FINAL_STATUSES),
-                         deliveries.c.updated_at < before,
-                         deliveries.c.scheduled_for < refire_horizon,
-                         ~unfinished)
-                  .limit(batch))
         total = 0
-        while True:
-            with self._tx() as conn:
-                n = int(conn.execute(delete(deliveries).where(
-                    deliveries.c.id.in_(doomed.scalar_subquery()))).rowcount or 0)
+        at: PruneAt | None = PRUNE_START
+        while at is not None:
+            n, at = self.prune_step(before, refire_horizon, at, batch=batch)
             total += n
-            if n < batch:
-                break
+        return total
+
+    def prune_step(self, before: int, refire_horizon: int, at: PruneAt = PRUNE_START, *,
+                   batch: int = PRUNE_BATCH) -> tuple[int, PruneAt | None]:
+        """Run one short transaction of :meth:`prune`, looking at ``batch`` rows after ``at``.
+
+        Returns the delivery rows deleted and where the next step starts (None: done).
+        Each step walks an index on from where the last one stopped, so its cost is bounded
+        by ``batch`` however many rows are kept, and a whole prune visits each old row once.
+        """
         with self._tx() as conn:
-            conn.execute(delete(fires).where(fires.c.status != "firing",
+            if at.table == "deliveries":
+                key = tuple_(deliveries.c.updated_at, deliveries.c.id)
+                scan = select(deliveries.c.updated_at, deliveries.c.id).where(
+                    deliveries.c.updated_at < before)
+                if at.after is not None:
+                    scan = scan.where(key > tuple_(*at.after))
+                scan = scan.order_by(deliveries.c.updated_at, deliveries.c.id)
+                # Only the step's last key comes back to Python, not its thousands of rows.
+                last = conn.execute(scan.offset(batch - 1).limit(1)).first()
+                # The fire check uses ix_fires_firing: with the primary key alone it would
+                # read every fire of the schedule for every row.
+                unfinished = select(fires.c.schedule_id).where(
+                    fires.c.schedule_id == deliveries.c.schedule_id,
+                    fires.c.scheduled_for == deliveries.c.scheduled_for,
+                    fires.c.status == "firing").exists()
+                n = int(conn.execute(delete(deliveries).where(
+                    deliveries.c.id.in_(scan.with_only_columns(deliveries.c.id).limit(batch)
+                                        .scalar_subquery()),
+                    deliveries.c.status.in_(FINAL_STATUSES),
+                    deliveries.c.scheduled_for < refire_horizon,
+                    ~unfinished)).rowcount or 0)
+                if last is not None:
+                    return n, PruneAt("deliveries", tuple(last))
+                return n, PruneAt("fires", None)
+            # Fire records have no index on their age: walk the primary key instead.
+            key = tuple_(fires.c.schedule_id, fires.c.zone, fires.c.scheduled_for)
+            fscan = select(fires.c.schedule_id, fires.c.zone, fires.c.scheduled_for)
+            if at.after is not None:
+                fscan = fscan.where(key > tuple_(*at.after))
+            end = conn.execute(fscan.order_by(fires.c.schedule_id, fires.c.zone,
+                                              fires.c.scheduled_for)
+                               .offset(batch - 1).limit(1)).first()
+            window = [key > tuple_(*at.after)] if at.after is not None else []
+            if end is not None:
+                window.append(key <= tuple_(*end))
+            conn.execute(delete(fires).where(*window, fires.c.status != "firing",
                                              fires.c.updated_at < before,
                                              fires.c.scheduled_for < refire_horizon))
-        return total
+        return 0, None if end is None else PruneAt("fires", tuple(end))
+
+    def check_writable(self, now: int) -> None:
+        """Probe a write (as :meth:`probe`); raise :class:`LedgerError`, a sentence, if it fails.
+
+        ``run`` calls this at start: a ledger it can read but not write is a configuration
+        error, not something to find at the first fire.
+        """
+        try:
+            self.probe(now)
+        except SQLAlchemyError as e:
+            raise LedgerError(f"cannot write to the ledger {_display(self.url)}: {_cause(e)}.",
+                              temporary=_temporary(self.dialect, e)) from None
 
     def probe(self, now: int) -> None:
         """Write a heartbeat row: raises when the ledger cannot take writes."""
@@ -882,10 +1114,10 @@ RETURNING id, event_id, schedule_id, app_user_id, event_type, scheduled_for, dat
 # Outcomes are written as one UPDATE joined to a VALUES list; the first row carries the
 # types (PostgreSQL cannot infer them from a column of NULLs).
 _RECORD: Final = {
+    # last_error is left as it was: a row delivered after a failed attempt keeps why it failed.
     "delivered": ("""
 UPDATE deliveries SET status = 'delivered', attempts = v.column2, last_status_code = v.column3,
-    last_error = NULL, delivered_at = v.column4, claimed_by = NULL, claim_until = NULL,
-    updated_at = ?
+    delivered_at = v.column4, claimed_by = NULL, claim_until = NULL, updated_at = ?
 FROM (VALUES {values}) AS v
 WHERE deliveries.id = v.column1 AND deliveries.status = 'pending'""", 4,
                   "(CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER),"
@@ -936,8 +1168,11 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database)
         if not path.parent.is_dir():
-            raise LedgerError(f"cannot open the ledger {path}: the folder {path.parent} does"
-                              " not exist.")
+            cause = (f"{path.parent} is not a folder" if path.parent.exists() else
+                     f"the folder {path.parent} does not exist")
+            raise LedgerError(f"cannot open the ledger {path}: {cause}.")
+        if path.is_dir():
+            raise LedgerError(f"cannot open the ledger {path}: it is a folder, not a file.")
         if not path.exists():
             # Create the file private (0600) before SQLite does with the umask's mode.
             try:
@@ -972,6 +1207,17 @@ def _display(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _temporary(dialect: str, e: SQLAlchemyError) -> bool:
+    """Tell whether trying again later may work.
+
+    It may for a PostgreSQL server that is unreachable, or a busy SQLite file; not for an
+    SQLite file that cannot be opened or written.
+    """
+    if not isinstance(e, OperationalError):
+        return False
+    return dialect != "sqlite" or "locked" in _cause(e) or "busy" in _cause(e)
+
+
 def _cause(e: SQLAlchemyError) -> str:
     orig = getattr(e, "orig", None)
     text_ = str(orig if orig is not None else e).strip()
@@ -992,6 +1238,34 @@ class LedgerThread:
         """Run ``fn(*args, **kwargs)`` on the ledger thread and return its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def prune(self, before: int, refire_horizon: int, *, batch: int = PRUNE_BATCH,
+                    step_seconds: float | None = PRUNE_STEP_SECONDS) -> int:
+        """Run :meth:`Ledger.prune` one step per call; return the delivery rows deleted.
+
+        The thread takes calls in turn, so claims, records and health probes queued during
+        a step run before the next one: none waits for more than a step. Steps start at
+        ``batch`` rows, then double or halve (within PRUNE_BATCHES) to take about
+        ``step_seconds``, whatever the disk and the rows' layout; None keeps ``batch``.
+        """
+
+        def step(at: PruneAt, size: int) -> tuple[int, PruneAt | None, float]:
+            began = monotonic()
+            n, following = self.ledger.prune_step(before, refire_horizon, at, batch=size)
+            return n, following, monotonic() - began
+
+        total = 0
+        at: PruneAt | None = PRUNE_START
+        while at is not None:
+            n, at, took = await self.call(step, at, batch)
+            total += n
+            if step_seconds is not None:
+                least, most = PRUNE_BATCHES
+                if took < step_seconds / 2:
+                    batch = min(most, batch * 2)
+                elif took > step_seconds:
+                    batch = max(least, batch // 2)
+        return total
 
     def close(self) -> None:
         """Finish queued calls, stop the thread and close the ledger."""

@@ -12,7 +12,7 @@ import bisect
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,8 +60,10 @@ class Metrics:
         self.rows = Gauge("eventcron_ledger_rows", "Ledger rows by state.", ["state"],
                           registry=r)
         self.next_fire = Gauge("eventcron_next_fire_timestamp_seconds",
-                               "Next nominal fire time of each schedule (Unix time).",
+                               "Next nominal fire time of each schedule, the soonest of its"
+                               " zones (Unix time); absent when it fires no more.",
                                ["schedule"], registry=r)
+        self._next_fire_series: set[str] = set()
         self.token_expiry = Gauge("eventcron_token_expiry_timestamp_seconds",
                                   "When the API token expires (Unix time; 0 if never).",
                                   registry=r)
@@ -74,6 +76,18 @@ class Metrics:
                                        registry=r)
         self.paused = Gauge("eventcron_endpoint_paused",
                             "1 while sending is paused by a 401 (token refused).", registry=r)
+
+    def set_next_fires(self, soonest: Mapping[str, float]) -> None:
+        """Set each schedule's next fire (Unix time) and drop the series of any other.
+
+        A schedule missing from ``soonest`` left the plan or fires no more (a one-off that
+        fired): its series goes, rather than keep showing a time that has passed.
+        """
+        for schedule in self._next_fire_series - soonest.keys():
+            self.next_fire.remove(schedule)
+        for schedule, t in soonest.items():
+            self.next_fire.labels(schedule).set(t)
+        self._next_fire_series = set(soonest)
 
     def outcome(self, label: str) -> None:
         """Count one attempt outcome (delivered, retry, failed, expired, held)."""

@@ -35,6 +35,7 @@ class Notifier:
             # Never block the event loop: if nobody reads the socket, drop the message.
             self._socket.setblocking(False)
         self._warned = False
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -43,8 +44,8 @@ class Notifier:
 
     def send(self, *fields: str) -> None:
         """Send ``KEY=value`` fields as one datagram; failures are logged once, not raised."""
-        if self._socket is None or self._address is None:
-            return
+        if self._socket is None or self._address is None or self._stopping:
+            return  # after STOPPING=1 systemd must hear nothing more (no late READY=1)
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
         except OSError as e:
@@ -62,8 +63,9 @@ class Notifier:
         self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def stopping(self) -> None:
-        """Say the service is shutting down."""
+        """Say the service is shutting down; every later message is dropped."""
         self.send("STOPPING=1")
+        self._stopping = True
 
     def status(self, text: str) -> None:
         """Set the one-line status ``systemctl status`` shows."""

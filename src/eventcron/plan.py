@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eventcron.audience import Member
-from eventcron.config import DEFAULT_ZONE, USER_ZONE, Config, Schedule
-from eventcron.timing import Timing, jitter_delay
+from eventcron.clock import rfc3339
+from eventcron.config import Config, Schedule
+from eventcron.timing import Timing, jitter_delay, latest_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,7 @@ def upcoming(schedule: Schedule, after: datetime, count: int,
     With ``user``, only the zone that user is served in, and ``send_at`` includes the
     user's jitter.
     """
-    if user is not None:
-        zone = (user.timezone or DEFAULT_ZONE) if schedule.timezone == USER_ZONE else (
-            schedule.timezone)
-        zones = [zone]
-    else:
-        zones = list(schedule.zones())
+    zones = [schedule.zone_of(user)] if user is not None else list(schedule.zones())
     streams = [_labelled(schedule.timing(zone), zone, after) for zone in zones]
     out: list[Fire] = []
     for nominal, zone in heapq.merge(*streams):
@@ -91,4 +87,61 @@ def upcoming(schedule: Schedule, after: datetime, count: int,
         out.append(Fire(schedule.id, zone, nominal, nominal + delay))
         if len(out) >= count:
             break
+    return out
+
+
+class NoSuchOccurrence(ValueError):
+    """The occurrence asked for is not one of the schedule's; the message says the nearest."""
+
+
+def occurrences_to_fire(schedule: Schedule, now: datetime,
+                        wanted: datetime | None = None) -> list[tuple[Job, datetime]]:
+    """Pick the occurrence ``eventcron fire`` sends, per job (zone) of the schedule.
+
+    Without ``wanted``: each job's latest occurrence not after ``now``. With it: the jobs
+    that have an occurrence at exactly that instant.
+    """
+    jobs_ = schedule_jobs(schedule)
+    if wanted is None:
+        picked = [(job, t) for job in jobs_ if (t := latest_until(job.timing, now)) is not None]
+        if not picked:
+            after = _soonest(job.timing.next_after(now) for job in jobs_)
+            then = f"; its first is {rfc3339(after)}" if after else ""
+            raise NoSuchOccurrence(f"schedule {schedule.id!r} has no occurrence at or before"
+                                   f" now{then}.")
+        return picked
+    picked = [(job, wanted) for job in jobs_
+              if job.timing.next_after(wanted - timedelta(microseconds=1)) == wanted]
+    if picked:
+        return picked
+    before = [t for job in jobs_ if (t := latest_until(job.timing, wanted)) is not None]
+    after = _soonest(job.timing.next_after(wanted) for job in jobs_)
+    near = [rfc3339(t) for t in (max(before) if before else None, after) if t is not None]
+    nearest = f"; the nearest are {' and '.join(near)}" if len(near) == 2 else (
+        f"; the nearest is {near[0]}" if near else "; it has none")
+    raise NoSuchOccurrence(f"{rfc3339(wanted)} is not an occurrence of schedule"
+                           f" {schedule.id!r}{nearest}.")
+
+
+def _soonest(times: Iterator[datetime | None]) -> datetime | None:
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+def never_firing(config: Config, now: datetime) -> list[str]:
+    """Return a warning, ``file:line: ...``, for each enabled schedule that will never fire."""
+    out = []
+    for s in config.schedules:
+        if not s.enabled or any(job.timing.next_after(now) is not None
+                                for job in schedule_jobs(s)):
+            continue
+        if s.at is not None:
+            why = f"its at: ({s.at.isoformat()}) is already past"
+        else:
+            ends = s.ends.isoformat() if s.ends else ""
+            gone = all(getattr(job.timing, "ends", now) <= now for job in schedule_jobs(s))
+            why = (f"its ends: ({ends}) is already past" if gone
+                   else f"it has no occurrence left before its ends: ({ends})")
+        out.append(f"{config.path}:{s.line}: warning: schedule {s.id!r}: {why}; it will never"
+                   " fire.")
     return out

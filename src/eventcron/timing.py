@@ -36,6 +36,7 @@ __all__ = [
     "Timing",
     "iter_between",
     "jitter_delay",
+    "latest_until",
     "resolve_wall",
 ]
 
@@ -398,6 +399,37 @@ def iter_between(timing: Timing, after: datetime, until: datetime) -> Iterator[d
     while t is not None and t <= end:
         yield t
         t = timing.next_after(t)
+
+
+# Widening look-back windows for the latest cron fire: a cron expression fires at least once
+# in 28 years (29 February on a given weekday), and the short windows answer almost always.
+_LOOK_BACK: Final = tuple(timedelta(days=d) for d in (1 / 24, 1, 32, 367, 4 * 366, 29 * 366))
+
+
+def latest_until(timing: Timing, until: datetime) -> datetime | None:
+    """Return the last fire of ``timing`` at or before ``until``, or None."""
+    end = _as_utc(until, "until")
+    ends: datetime | None = getattr(timing, "ends", None)
+    if ends is not None and ends < end:
+        end = ends
+    if isinstance(timing, AtTiming):
+        return timing.instant if timing.instant <= end else None
+    if isinstance(timing, EveryTiming):
+        found = timing.anchor + ((end - timing.anchor) // timing.interval) * timing.interval
+        return None if timing.starts is not None and found < timing.starts else found
+    starts: datetime | None = getattr(timing, "starts", None)
+    for span in _LOOK_BACK:
+        after = end - span
+        bounded = starts is not None and after < starts
+        if bounded:
+            assert starts is not None
+            after = starts - _ONE_MICROSECOND
+        latest = None
+        for t in iter_between(timing, after, end):
+            latest = t
+        if latest is not None or bounded:
+            return latest
+    return None
 
 
 def jitter_delay(schedule_id: str, app_user_id: str, nominal: datetime,

@@ -110,6 +110,11 @@ def kind_of(node: Node) -> str:
 
 def read_file(path: Path) -> Node:
     """Read and parse a YAML file; raise :class:`InvalidInput` with a located problem."""
+    return parse_bytes(read_raw(path), str(path))
+
+
+def read_raw(path: Path) -> bytes:
+    """Read a YAML file's bytes (at most the size limit); raise :class:`InvalidInput`."""
     name = str(path)
     try:
         with path.open("rb") as f:
@@ -128,7 +133,7 @@ def read_file(path: Path) -> Node:
             f"the file is {size / 1048576:.1f} MiB, more than the {MAX_FILE_BYTES // 1048576} MiB"
             " a schedule file may have; put large audiences in CSV files.",
         )])
-    return parse_bytes(raw, name)
+    return raw
 
 
 def parse_bytes(raw: bytes, name: str) -> Node:

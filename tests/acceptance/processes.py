@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,10 @@ class Proc:
         return self.popen.wait(timeout)
 
 
+# Every process start() made, so that reap() can end those a failing test left running.
+_STARTED: list[Proc] = []
+
+
 def start(args: Sequence[str], folder: Path, name: str,
           env: dict[str, str] | None = None) -> Proc:
     out, err = folder / f"{name}.out", folder / f"{name}.err"
@@ -59,7 +65,26 @@ def start(args: Sequence[str], folder: Path, name: str,
     with out.open("wb") as stdout, err.open("wb") as stderr:
         popen = subprocess.Popen([eventcron_command(), *args], cwd=folder, env=clean_env(env),
                                  stdout=stdout, stderr=stderr)
-    return Proc(popen, out, err)
+    proc = Proc(popen, out, err)
+    _STARTED.append(proc)
+    return proc
+
+
+def reap() -> list[str]:
+    """Kill and wait for every started process still running; return their names.
+
+    Called after every test (tests/conftest.py), pass or fail: a process left running
+    would hold its port and files, and its Popen would warn (an error under
+    ``filterwarnings = error``) in whichever test happens to collect it.
+    """
+    left: list[str] = []
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.popen.poll() is None:
+            left.append(proc.err.stem)
+            proc.popen.kill()
+        proc.popen.wait(30)
+    return left
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -68,6 +93,75 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def at_time(ahead: float) -> datetime:
+    """An ``at:`` instant at least ``ahead`` seconds from now, in whole seconds.
+
+    Whole seconds, so the time written in the file, the nominal time in the ledger's key
+    and the ``--occurrence`` given to ``eventcron fire`` are one and the same instant.
+    """
+    return (datetime.now(UTC) + timedelta(seconds=ahead + 1)).replace(microsecond=0)
+
+
+def rfc3339(t: datetime) -> str:
+    """``t`` as written in schedule files and given to ``--occurrence``."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_ready(proc: Proc) -> bool:
+    """Tell whether ``eventcron run`` says it is ready (its plan loaded, its catch-up done)."""
+    return "eventcron ready" in proc.stderr()
+
+
+@dataclass
+class Fired:
+    """What ``eventcron fire`` reported: rows it added, rows that were already there."""
+
+    new: int
+    existing: int
+    output: str
+
+
+# "campaign at 2026-...Z (...): added 2,000 new rows; 0 rows already existed."
+_ADDED = re.compile(r"added ([\d,]+) new rows?; ([\d,]+) rows? already existed")
+
+
+def fire(folder: Path, schedule_id: str, occurrence: datetime, *,
+         env: dict[str, str] | None = None, within: float = 120) -> Fired:
+    """Run ``eventcron fire SCHEDULE --occurrence T`` in ``folder`` until it succeeds.
+
+    The command is idempotent (the ledger's unique key adds nothing for an occurrence that
+    is already enqueued, by a daemon or by an earlier try), so trying it again after a
+    failure, for instance a ledger locked by a daemon, is safe.
+    """
+    argv = [eventcron_command(), "fire", schedule_id, "--occurrence", rfc3339(occurrence)]
+    deadline = time.monotonic() + within
+    while True:
+        result = subprocess.run(argv, cwd=folder, env=clean_env(env), capture_output=True,
+                                text=True, timeout=within, check=False)
+        output = result.stdout + result.stderr
+        if result.returncode == 0:
+            counts = [(int(a.replace(",", "")), int(e.replace(",", "")))
+                      for a, e in _ADDED.findall(output)]
+            assert counts, f"eventcron fire said nothing about rows:\n{output}"
+            return Fired(sum(a for a, _ in counts), sum(e for _, e in counts), output)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"eventcron fire {schedule_id} kept failing:\n{output}")
+        time.sleep(1)
+
+
+def fire_when_due(folder: Path, schedule_id: str, occurrence: datetime, *,
+                  env: dict[str, str] | None = None) -> Fired:
+    """Wait until ``occurrence`` has passed, then fire it, whoever else has.
+
+    A daemon that was ready before the occurrence's time fired it already, and then this
+    adds nothing; one that loaded its plan after that time recorded it as skipped ("passed
+    before the schedule was loaded"), and then this is what sends it. Either way the
+    campaign goes out, on a loaded machine as on an idle one.
+    """
+    wait_for(lambda: datetime.now(UTC) > occurrence, 3600, f"{rfc3339(occurrence)} to pass")
+    return fire(folder, schedule_id, occurrence, env=env)
 
 
 @dataclass

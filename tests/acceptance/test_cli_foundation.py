@@ -24,7 +24,7 @@ def test_validate_accepts_the_example(run: Run, tmp_path: Path) -> None:
     result = run("validate", "schedules.example.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "schedules.example.yaml: valid: 4 schedules (4 enabled), 2 audiences (7 users).")
+        "schedules.example.yaml: valid: 4 schedules (4 enabled), 4 audiences (9 users).")
 
 
 def test_validate_reports_every_mistake_and_exits_1(run: Run) -> None:
@@ -37,6 +37,7 @@ def test_validate_reports_every_mistake_and_exits_1(run: Run) -> None:
     assert_no_traceback(result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_validate_uses_the_config_option_and_environment(run: Run, tmp_path: Path) -> None:
     (tmp_path / "other.yaml").write_text("version: 1\nschedules: []\n")
     assert run("--config", "other.yaml", "validate").returncode == 0
@@ -96,6 +97,7 @@ def test_next_defaults_to_now(run: Run) -> None:
     assert (first - before).total_seconds() <= 120
 
 
+@pytest.mark.slow
 def test_next_for_the_files_schedules_and_one_user(run: Run, tmp_path: Path) -> None:
     shutil.copy(ROOT / "schedules.example.yaml", tmp_path / "schedules.yaml")
     shutil.copy(ROOT / "customers.example.csv", tmp_path)
@@ -125,6 +127,7 @@ def test_next_for_the_files_schedules_and_one_user(run: Run, tmp_path: Path) -> 
     assert 0 <= (sent - nominal).total_seconds() < 120  # jitter: 2m
 
 
+@pytest.mark.slow
 def test_next_explains_unknown_schedule_and_user(run: Run, tmp_path: Path) -> None:
     shutil.copy(ROOT / "schedules.example.yaml", tmp_path / "schedules.yaml")
     shutil.copy(ROOT / "customers.example.csv", tmp_path)
@@ -175,6 +178,7 @@ def test_schema_prints_the_json_schema_the_example_points_at(run: Run) -> None:
     assert first_line == "# yaml-language-server: $schema=./schedules.schema.json"
 
 
+@pytest.mark.slow
 def test_version_and_help(run: Run) -> None:
     assert run("--version").stdout.startswith("eventcron ")
     help_text = run("--help").stdout

@@ -48,6 +48,7 @@ def seed_ledger(folder: Path) -> None:
         ledger.close()
 
 
+@pytest.mark.slow
 def test_status_json_and_text(run: Run, tmp_path: Path) -> None:
     setup_folder(tmp_path)
     seed_ledger(tmp_path)
@@ -68,6 +69,7 @@ def test_status_json_and_text(run: Run, tmp_path: Path) -> None:
     assert "Ledger: 0 pending, 1 delivered, 1 failed, 1 expired, 0 cancelled" in text
 
 
+@pytest.mark.slow
 def test_deliveries_filters_and_json_fields(run: Run, tmp_path: Path) -> None:
     setup_folder(tmp_path)
     seed_ledger(tmp_path)
@@ -86,6 +88,7 @@ def test_deliveries_filters_and_json_fields(run: Run, tmp_path: Path) -> None:
     assert "--limit 0 shows all" in text.stderr
 
 
+@pytest.mark.slow
 def test_replay_dry_run_then_for_real(run: Run, tmp_path: Path) -> None:
     setup_folder(tmp_path)
     seed_ledger(tmp_path)
@@ -106,6 +109,7 @@ def test_replay_refuses_other_states(run: Run, tmp_path: Path) -> None:
     assert "invalid choice" in result.stderr
 
 
+@pytest.mark.slow
 def test_token_shows_claims_never_the_token(run: Run, tmp_path: Path) -> None:
     setup_folder(tmp_path)
     token = (tmp_path / "token").read_text()
@@ -118,6 +122,7 @@ def test_token_shows_claims_never_the_token(run: Run, tmp_path: Path) -> None:
     assert info["claims"]["sub"] == "app-123" and info["expired"] is False
 
 
+@pytest.mark.slow
 def test_token_exits_1_when_expired_or_missing(run: Run, tmp_path: Path) -> None:
     setup_folder(tmp_path, token_expires_in=-60)
     result = run("token")
@@ -168,6 +173,7 @@ def test_run_warns_well_ahead_of_expiry_and_of_a_readable_token(tmp_path: Path) 
     assert "can be read by other users" in daemon.stderr()
 
 
+@pytest.mark.slow
 def test_send_posts_one_event(run: Run, tmp_path: Path) -> None:
     sink = start_sink(tmp_path)
     try:
@@ -186,6 +192,7 @@ def test_send_posts_one_event(run: Run, tmp_path: Path) -> None:
         sink.proc.stop()
 
 
+@pytest.mark.slow
 def test_send_reports_a_refusal(run: Run, tmp_path: Path) -> None:
     sink = start_sink(tmp_path)
     try:
@@ -199,6 +206,9 @@ def test_send_reports_a_refusal(run: Run, tmp_path: Path) -> None:
 
 
 def test_run_exits_1_not_78_when_the_database_is_unreachable(run: Run, tmp_path: Path) -> None:
+    # No server is needed (nothing listens on port 9), but the driver is: without it the
+    # URL could not even be tried. It comes with the [postgres] extra, which ./dev installs.
+    pytest.importorskip("psycopg", reason="needs psycopg: pip install 'eventcron[postgres]'")
     setup_folder(tmp_path)
     result = run("--database", "postgresql+psycopg://postgres@127.0.0.1:9/eventcron", "run",
                  timeout=60)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.acceptance.conftest import eventcron_command
 from tests.acceptance.processes import (
+    at_time,
     claimed_by_pid,
     clean_env,
+    fire_when_due,
+    is_ready,
+    rfc3339,
     start,
     start_sink,
     wait_for,
@@ -30,6 +34,7 @@ def deliveries(folder: Path) -> list[dict[str, object]]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_run_fires_an_every_schedule_to_many_users_exactly_once(tmp_path: Path) -> None:
     sink = start_sink(tmp_path)
     users = ", ".join(f"u{i:04d}" for i in range(300))
@@ -66,21 +71,27 @@ def test_run_fires_an_every_schedule_to_many_users_exactly_once(tmp_path: Path) 
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_kill_9_mid_campaign_then_restart_delivers_everyone(tmp_path: Path) -> None:
     n = 3000
     sink = start_sink(tmp_path, "--latency", "20ms")
-    at = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    at = at_time(3)
     (tmp_path / "campaign.csv").write_text(
         "app_user_id,plan\n" + "".join(f"c{i:05d},p{i % 3}\n" for i in range(n)))
     write_config(tmp_path, sink.url, f"""\
   - id: campaign
     event_type: "campaign:launch"
-    at: "{at}"
+    at: "{rfc3339(at)}"
     audience: everyone
     data: {{plan: "${{user.plan}}"}}
 """, audiences="  everyone: {file: campaign.csv}\n")
     first = start(["run"], tmp_path, "run1")
     try:
+        wait_for(lambda: is_ready(first), 120, "the daemon to be ready")
+        if datetime.now(UTC) >= at:
+            # Ready too late (a loaded machine): it skipped the occurrence; send it. A
+            # daemon ready in time fires it by itself, and is killed while it sends.
+            fire_when_due(tmp_path, "campaign", at)
         wait_for(lambda: len(sink.delivered()) >= n // 3, 60, "a third of the campaign")
         first.kill9()
     finally:

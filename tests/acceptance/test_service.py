@@ -19,6 +19,7 @@ UNIT = ROOT / "systemd" / "eventcron.service"
 MAX_EXPOSURE = 2.0  # systemd-analyze security score the unit must not exceed
 
 
+@pytest.mark.slow
 def test_the_token_never_appears_in_any_output(run: Run, tmp_path: Path) -> None:
     sink = start_sink(tmp_path, "--fail-rate", "0.3", "--throttle-rate", "0.1")
     path = write_config(tmp_path, sink.url, """\
@@ -69,6 +70,7 @@ def test_the_token_never_appears_in_any_output(run: Run, tmp_path: Path) -> None
     assert any(item["level"] == "debug" for item in parsed)  # --verbose
 
 
+@pytest.mark.slow
 def test_sd_notify_from_the_real_command(tmp_path: Path) -> None:
     import socket
     address = tmp_path / "notify.sock"
@@ -89,6 +91,11 @@ def test_sd_notify_from_the_real_command(tmp_path: Path) -> None:
             messages.append(listener.recv(4096).decode())
         daemon.popen.send_signal(signal.SIGHUP)
         while not any("RELOADING=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        reloading_at = next(i for i, m in enumerate(messages) if "RELOADING=1" in m)
+        # The reload's READY=1 comes before a stop is asked for: a SIGTERM sent earlier
+        # could end the daemon before the reload has finished.
+        while not any(m.startswith("READY=1") for m in messages[reloading_at + 1:]):
             messages.append(listener.recv(4096).decode())
         daemon.popen.send_signal(signal.SIGTERM)
         while not any("STOPPING=1" in m for m in messages):

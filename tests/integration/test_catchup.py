@@ -30,10 +30,11 @@ def hours(times: list[int]) -> list[int]:
     return sorted(datetime.fromtimestamp(t / 1000, UTC).hour for t in times)
 
 
+# 10:00 passed before the schedule was first loaded (at 10:30): recorded as skipped then.
 @pytest.mark.parametrize(("mode", "fired", "skipped"), [
-    ("latest", [15], [11, 12, 13, 14]),
-    ("all", [13, 14, 15], [11, 12]),
-    ("none", [], [11, 12, 13, 14, 15]),
+    ("latest", [15], [10, 11, 12, 13, 14]),
+    ("all", [13, 14, 15], [10, 11, 12]),
+    ("none", [], [10, 11, 12, 13, 14, 15]),
 ])
 def test_catch_up_after_downtime(tmp_path: Path, mode: str, fired: list[int],
                                  skipped: list[int]) -> None:
@@ -45,8 +46,10 @@ def test_catch_up_after_downtime(tmp_path: Path, mode: str, fired: list[int],
 
     async def restart(sink: Sink) -> None:
         async with running(tmp_path, BODY, delivery=delivery, sink=sink) as run:
-            await run.until(lambda: len(run.sink.delivered()) == len(fired), within=20)
-            await asyncio.sleep(0.3)  # anything extra would arrive now
+            # Ready means the catch-up is decided and enqueued: once no row is pending,
+            # nothing more can arrive.
+            await run.until(lambda: len(run.sink.delivered()) == len(fired)
+                            and all(r.status != "pending" for r in run.rows()), within=20)
 
     async def scenario() -> tuple[Sink, str]:
         sink = Sink(secret=SECRET)

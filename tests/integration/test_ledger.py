@@ -64,6 +64,7 @@ def test_event_id_is_a_uuid5_of_the_key(schedule: str, user: str, kind: str, at:
     assert event_id(schedule, user, kind, at) == str(uuid.uuid5(EVENT_NAMESPACE, name))
 
 
+@pytest.mark.slow
 def test_a_big_fire_is_a_few_transactions(ledger: Ledger) -> None:
     commits = 0
 
@@ -150,6 +151,21 @@ def test_record_outcomes(ledger: Ledger) -> None:
     assert (by_user["u2"].status, by_user["u2"].last_status_code) == ("failed", 400)
     # The retried row is free again once due.
     assert [r.app_user_id for r in ledger.claim("me", T0 + 60_000, 10, 30_000)] == ["u1"]
+
+
+def test_a_row_delivered_after_a_failed_attempt_keeps_its_error(ledger: Ledger) -> None:
+    ledger.enqueue(rows(2), T0)
+    retried, first_time = ledger.claim("me", T0, 10, 30_000)
+    ledger.record([Result(retried.id, "pending", 1, T0 + 100, None,
+                          "the server broke the protocol: Server disconnected"),
+                   Result(first_time.id, "delivered", 1, T0, 200, None)], "me", T0 + 5)
+    (again,) = ledger.claim("me", T0 + 100, 10, 30_000)
+    ledger.record([Result(again.id, "delivered", 2, T0, 200, None)], "me", T0 + 105)
+    by_user = {r.app_user_id: r for r in ledger.rows(Filters())}
+    assert (by_user["u0"].status, by_user["u0"].attempts, by_user["u0"].last_status_code,
+            by_user["u0"].last_error) == (
+        "delivered", 2, 200, "the server broke the protocol: Server disconnected")
+    assert (by_user["u1"].status, by_user["u1"].last_error) == ("delivered", None)
 
 
 def test_a_late_answer_never_overwrites_another_owners_claim(ledger: Ledger) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import threading
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from eventcron.ledger import Filters, Ledger
 from eventcron.sink import Faults
-from tests.integration.harness import running
+from tests.integration.harness import running, soon
 from tests.pg import postgres_url, reset_postgres
 
 pytestmark = pytest.mark.postgres
@@ -22,6 +21,7 @@ pytestmark = pytest.mark.postgres
 USERS = 1500
 
 
+@pytest.mark.slow
 def test_connection_loss_is_survived_without_loss_or_duplicates(tmp_path: Path) -> None:
     base = postgres_url()
     reset_postgres(base)
@@ -41,7 +41,7 @@ def test_connection_loss_is_survived_without_loss_or_duplicates(tmp_path: Path) 
 
     (tmp_path / "people.csv").write_text(
         "app_user_id\n" + "".join(f"p{i:05d}\n" for i in range(USERS)))
-    at = (datetime.now(UTC) + timedelta(seconds=2.5)).isoformat()
+    at = soon()
 
     async def scenario() -> None:
         body = f"""

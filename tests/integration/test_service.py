@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -58,6 +58,7 @@ schedules:
 """
 
 
+@pytest.mark.slow
 def test_notify_protocol_over_a_real_socket(tmp_path: Path, listener: Listener,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
@@ -68,17 +69,25 @@ def test_notify_protocol_over_a_real_socket(tmp_path: Path, listener: Listener,
             listener.drain()
             await asyncio.sleep(0.02)
 
+    def seen(condition: Callable[[dict[str, str]], bool], since: float = 0.0) -> int:
+        return sum(1 for t, f in listener.messages if t >= since and condition(f))
+
     async def scenario() -> None:
         reader = asyncio.create_task(drain_forever())
         async with running(tmp_path, BODY, notifier=Notifier(listener.address),
                            observe_interval=0.3) as run:
             await run.until(lambda: len(run.sink.delivered()) >= 1)
-            await asyncio.sleep(0.5)
+            await run.until(lambda: seen(lambda f: "next fire beat@UTC" in f.get("STATUS", ""))
+                            > 0)
+            reloaded = time.monotonic()
             run.daemon.request_reload()
-            await asyncio.sleep(0.5)
+            await run.until(lambda: seen(lambda f: f.get("RELOADING") == "1") == 1
+                            and seen(lambda f: f.get("READY") == "1", reloaded) > 0)
             # A stalled event loop sends no pings: block it and look for the gap.
             time.sleep(1.0)  # noqa: ASYNC251 - the stall is the point
-            await asyncio.sleep(0.5)
+            stalled = time.monotonic()
+            await run.until(lambda: seen(lambda f: f == {"WATCHDOG": "1"}, stalled) >= 2
+                            and seen(lambda f: f == {"WATCHDOG": "1"}) >= 5)
         reader.cancel()
 
     asyncio.run(scenario())
@@ -141,6 +150,15 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics:\n{text}")
 
 
+def counted(text: str, name: str) -> float:
+    """A metric's value, 0 while it has not appeared yet."""
+    try:
+        return metric(text, name)
+    except AssertionError:
+        return 0.0
+
+
+@pytest.mark.slow
 def test_metrics_and_health_over_http(tmp_path: Path) -> None:
     async def scenario() -> None:
         body = """
@@ -154,9 +172,16 @@ def test_metrics_and_health_over_http(tmp_path: Path) -> None:
             assert server is not None and server.host == "127.0.0.1"
             base = f"http://127.0.0.1:{server.port}"
             await run.until(lambda: len(run.sink.delivered()) >= 4)
-            await asyncio.sleep(0.5)
             async with httpx.AsyncClient() as client:
-                text = (await client.get(f"{base}/metrics")).text
+                # Row counts are refreshed every 0.2 s here: wait for one that shows them.
+                deadline = time.monotonic() + 30
+                while True:
+                    text = (await client.get(f"{base}/metrics", timeout=30)).text
+                    if counted(text, 'eventcron_ledger_rows{state="delivered"}') >= 2 and (
+                            counted(text, 'eventcron_deliveries_total{outcome="failed"}') >= 1):
+                        break
+                    assert time.monotonic() < deadline, text
+                    await asyncio.sleep(0.1)
                 health = await client.get(f"{base}/healthz")
                 missing = await client.get(f"{base}/nothing")
                 # The ledger locked by another process: no write gets through in time.

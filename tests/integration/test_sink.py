@@ -603,6 +603,7 @@ def test_reject_token_and_set_reject_token(client: httpx.Client) -> None:
     assert "revoked-token" not in repr(sink.records)
 
 
+@pytest.mark.slow
 def test_down_period_refuses_then_recovers_on_the_same_port(client: httpx.Client) -> None:
     with SinkThread(faults=Faults(down_after=0.4, down_for=0.8)) as sink:
         port = sink.port

@@ -103,6 +103,7 @@ def test_a_50_mb_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_million_row_csv_with_broken_lines(tmp_path: Path) -> None:
     broken = {10: "b10,Nowhere/City\n", 500_000: "b500000,UTC,extra\n", 999_990: ",UTC\n"}
     with (tmp_path / "people.csv").open("w") as f:

@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from sqlalchemy import event
 
 from eventcron.ledger import Ledger
 from eventcron.sink import Faults, Sink
-from tests.integration.harness import SECRET, running
+from tests.integration.harness import SECRET, running, soon
 from tests.reliability.invariants import check
 
 DELIVERY = """
@@ -37,9 +36,10 @@ def campaign_body(at: str, users: int, extra: str = "") -> str:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_a_ledger_locked_for_longer_than_the_busy_timeout(tmp_path: Path) -> None:
     users = 400
-    at = (datetime.now(UTC) + timedelta(seconds=2.5)).isoformat()
+    at = soon()
 
     async def scenario() -> Sink:
         sink = Sink(secret=SECRET, faults=Faults(latency=0.01))
@@ -61,9 +61,8 @@ def test_a_ledger_locked_for_longer_than_the_busy_timeout(tmp_path: Path) -> Non
                 thread = threading.Thread(target=hold)
                 thread.start()
                 await asyncio.to_thread(held.wait, 30)
-                await asyncio.sleep(11)
+                await asyncio.to_thread(thread.join, 60)  # locked for 12 s
                 assert not run.task.done()  # still running, not crashed
-                await asyncio.to_thread(thread.join, 30)
                 await run.until(lambda: sum(1 for r in run.rows()
                                             if r.status == "delivered") == users, within=60)
         finally:
@@ -114,9 +113,10 @@ def fill(path: Path) -> int:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_a_full_disk_is_survived_and_recovered_from(tmp_path: Path) -> None:
     users = 1500
-    at = (datetime.now(UTC) + timedelta(seconds=2.5)).isoformat()
+    at = soon()
     with small_disk(tmp_path, 24) as (disk, how):
         db = disk / "eventcron.db"
         extra = "      - {id: tick, event_type: \"r:tick\", every: 2s, users: [t1, t2]}\n"

@@ -123,23 +123,3 @@ def load_token_value(value: str) -> Token:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EVENTCRON_UNIT_TOKEN", value)
         return load_token(TokenSource("env", "EVENTCRON_UNIT_TOKEN"))
-
-
-def test_only_dead_processes_of_this_boot_of_this_host_are_judged() -> None:
-    import os
-    import socket
-
-    from eventcron.daemon import owner_is_dead
-    from eventcron.ledger import boot_id, instance_name
-
-    me = instance_name()
-    host, boot = socket.gethostname(), boot_id()
-    assert not owner_is_dead(me, me)
-    # Our own pid with another nonce: an earlier life of this process id, gone.
-    assert owner_is_dead(f"{host}:{os.getpid()}:{boot}:other", me) == (boot != "-")
-    assert not owner_is_dead(f"{host}:1:{boot}:x", me)  # pid 1 is alive
-    assert not owner_is_dead(f"{host}:999999:another:x", me)  # another boot or machine
-    assert not owner_is_dead(f"elsewhere:999999:{boot}:x", me)
-    assert not owner_is_dead("garbage", me)
-    if boot != "-":
-        assert owner_is_dead(f"{host}:999999:{boot}:x", me)  # no such process here

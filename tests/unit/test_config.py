@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from eventcron import config
+from eventcron import cli, config
 from eventcron.problems import InvalidInput
 from eventcron.schema import schema
 from eventcron.template import DataTemplate
@@ -404,3 +404,50 @@ def test_window_bounds_are_wall_time_in_the_schedule_zone(tmp_path: Path) -> Non
         t = timing.next_after(t)
     assert fires == [datetime(2026, 12, 1, h, tzinfo=UTC) for h in (9, 10, 11)]
     assert fires[-1] - fires[0] == timedelta(hours=2)
+
+
+REVERSED_WEEKDAYS = """\
+version: 1
+schedules:
+  - id: weekend
+    event_type: e
+    cron: "0 9 * * fri-sun"
+    users: [u]
+  - id: weekend-numbers
+    event_type: e
+    cron: '0 9 * * 5-0'
+    users: [u]
+"""
+
+
+def test_a_reversed_weekday_range_is_refused_where_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A deliberate difference from cronie (README): its current source wraps `fri-sun`
+    # round the week, its 1.7.2 release never fires it; eventcron refuses it and says what
+    # to write instead.
+    path = write(tmp_path, REVERSED_WEEKDAYS)
+    assert problems_of(path) == [
+        f"{path}:5:20: schedule 'weekend': bad cron expression '0 9 * * fri-sun': day of week"
+        " range 'fri-sun' is reversed; ranges run from low to high, so use fri-sat,sun"
+        " or 5-7.",
+        f"{path}:9:20: schedule 'weekend-numbers': bad cron expression '0 9 * * 5-0': day of"
+        " week range '5-0' is reversed; ranges run from low to high, so use 5-6,0 or 5-7.",
+    ]
+    assert cli.main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:5:20: schedule 'weekend': bad cron expression" in err
+    assert "so use fri-sat,sun or 5-7." in err
+    assert f"{path}:9:20: schedule 'weekend-numbers': bad cron expression" in err
+    assert "so use 5-6,0 or 5-7." in err
+    assert "2 problems" in err
+    # What the README suggests instead is valid and means Friday to Sunday.
+    fixed = write(tmp_path, REVERSED_WEEKDAYS.replace("fri-sun", "fri,sat,sun")
+                  .replace("5-0", "0,5-6"), "fixed.yaml")
+    for schedule in config.load(fixed).schedules:
+        timing = schedule.timing("UTC")
+        t = timing.next_after(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
+        fires: list[datetime] = []
+        while t is not None and len(fires) < 4:
+            fires.append(t)
+            t = timing.next_after(t)
+        assert [f.strftime("%a %d") for f in fires] == ["Fri 06", "Sat 07", "Sun 08", "Fri 13"]

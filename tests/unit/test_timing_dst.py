@@ -22,7 +22,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from eventcron.timing import CronExpr, CronSyntaxError, CronTiming, jitter_delay, resolve_wall
+from eventcron.timing import (
+    CronExpr,
+    CronSyntaxError,
+    CronTiming,
+    iter_between,
+    jitter_delay,
+    resolve_wall,
+)
 from tests.unit import cron_oracle
 
 
@@ -203,6 +210,56 @@ def test_dst_table_agrees_with_the_oracle(zone: str, expr: str, after: str, unti
     # Guards the oracle itself: it must reproduce the hand-written expectations.
     tz = ZoneInfo(zone)
     assert cron_oracle.fires(expr, tz, utc(after), utc(until)) == [utc(e) for e in expected]
+
+
+# A deliberate difference from cronie, written in the README: fixed-time slots that one
+# spring-forward gap maps to the same instant are one occurrence (the dedup key is the
+# nominal instant), so they are sent once, where cronie runs the job once per slot.
+# Each row: zone, expression, the spring-forward day (local), its transition (UTC), and
+# the fires from the day before to the day after, in UTC, as cronie's slots map them.
+GAP_MERGE_CASES = [
+    ("Europe/Berlin", "0 2,3 * * *", "2026-03-29", "2026-03-29T01:00",
+     ["2026-03-28T01:00", "2026-03-28T02:00",  # 02:00 03:00 CET
+      "2026-03-29T01:00",  # 02:00 (in the gap) and 03:00 CEST: one fire
+      "2026-03-30T00:00", "2026-03-30T01:00"]),  # 02:00 03:00 CEST
+    ("Europe/Berlin", "0 2,3 * * *", "2027-03-28", "2027-03-28T01:00",
+     ["2027-03-27T01:00", "2027-03-27T02:00",
+      "2027-03-28T01:00",
+      "2027-03-29T00:00", "2027-03-29T01:00"]),
+    ("America/New_York", "0 1-3 * * *", "2026-03-08", "2026-03-08T07:00",
+     ["2026-03-07T06:00", "2026-03-07T07:00", "2026-03-07T08:00",  # 01:00 02:00 03:00 EST
+      "2026-03-08T06:00", "2026-03-08T07:00",  # 01:00 EST; 02:00 (gap) and 03:00 EDT: one
+      "2026-03-09T05:00", "2026-03-09T06:00", "2026-03-09T07:00"]),  # 01:00-03:00 EDT
+    ("America/New_York", "0 1-3 * * *", "2027-03-14", "2027-03-14T07:00",
+     ["2027-03-13T06:00", "2027-03-13T07:00", "2027-03-13T08:00",
+      "2027-03-14T06:00", "2027-03-14T07:00",
+      "2027-03-15T05:00", "2027-03-15T06:00", "2027-03-15T07:00"]),
+]
+
+
+@pytest.mark.parametrize(("zone", "expr", "day", "transition", "expected"), GAP_MERGE_CASES)
+def test_slots_merged_by_a_gap_fire_once(zone: str, expr: str, day: str, transition: str,
+                                         expected: list[str]) -> None:
+    tz = ZoneInfo(zone)
+    jump = utc(transition)
+    assert cron_oracle.transitions(tz, jump - timedelta(days=1),
+                                   jump + timedelta(days=1)) == [jump]
+    local_day = datetime.fromisoformat(day)
+    after, until = utc(day) - timedelta(days=1), utc(day) + timedelta(days=1, hours=12)
+    got = engine_fires(expr, tz, after, until)
+    assert got == [utc(e) for e in expected]
+    # cronie's slots on the transition day: more of them than instants, and every
+    # instant they map to fires exactly once.
+    parsed = CronExpr.parse(expr)
+    slots = [resolve_wall(local_day.replace(hour=h, minute=m), tz)
+             for h in sorted(parsed.hours) for m in sorted(parsed.minutes)]
+    on_the_day = [t for t in got if t.astimezone(tz).date() == local_day.date()]
+    assert len(slots) == len(on_the_day) + 1
+    assert on_the_day == sorted(set(slots))
+    assert jump in on_the_day
+    # The same expression through the schedule window API: still once per instant.
+    timing = CronTiming(parsed, tz, starts=after, ends=until)
+    assert list(iter_between(timing, after, until + timedelta(days=1))) == got
 
 
 # --- property tests against the oracle ------------------------------------------------------
