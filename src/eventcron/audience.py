@@ -87,15 +87,15 @@ class Audience:
         # Rows that fail validation now (the file changed since it was checked) are skipped;
         # the reload that follows the change reports them. A changed file may also repeat an
         # id (the reload refuses it): only its first row counts, as in every job's stream.
-        seen: set[int] | None = set() if file_stamp(self.file) != self.stamp else None
+        # The ids themselves, not hashes: two ids with one hash must not drop a user.
+        seen: set[str] | None = set() if file_stamp(self.file) != self.stamp else None
         repeats = 0
         for _line, member in _read_rows(self.file, problems=problems):
             if seen is not None:
-                h = hash(member.id)
-                if h in seen:
+                if member.id in seen:
                     repeats += 1
                     continue
-                seen.add(h)
+                seen.add(member.id)
             yield member
         if problems:
             log.warning("skipped %d bad rows of %s while firing (first: %s)", len(problems),

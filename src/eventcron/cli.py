@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn, TextIO
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from eventcron import __version__, auth, config, logs, plan
 from eventcron.audience import Member, check_id, check_zone
@@ -394,10 +396,6 @@ def _open_ledger(url: str, *, code: int = EXIT_FAILURE, create: bool = False) ->
         raise Failure(str(e), EXIT_FAILURE if e.temporary else code) from None
 
 
-def _utc(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _local(t: datetime) -> str:
     return t.isoformat(timespec="seconds")
 
@@ -489,13 +487,13 @@ def _next_schedules(args: argparse.Namespace, after: datetime) -> list[plan.Fire
 def _fire_json(f: plan.Fire, user: str | None) -> dict[str, Any]:
     item: dict[str, Any] = {
         "schedule": f.schedule or None,
-        "utc": _utc(f.nominal),
+        "utc": rfc3339(f.nominal),
         "local": _local(f.local()),
         "timezone": f.zone,
     }
     if user is not None:
         item["app_user_id"] = user
-        item["send_at"] = _utc(f.send_at) if f.send_at.microsecond == 0 else (
+        item["send_at"] = rfc3339(f.send_at) if f.send_at.microsecond == 0 else (
             f.send_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
     return item
 
@@ -510,7 +508,7 @@ def _print_fires(fires: list[plan.Fire], user: str | None) -> None:
             current = (f.schedule, f.zone)
             _out(f"{f.schedule} ({f.zone})")
         local = f.local()
-        line = f"  {local:%a %Y-%m-%d %H:%M:%S} {local.tzname()} ({local:%z})  {_utc(f.nominal)}"
+        line = f"  {local:%a %Y-%m-%d %H:%M:%S} {local.tzname()} ({local:%z})  {rfc3339(f.nominal)}"
         if user is not None and f.send_at != f.nominal:
             line += f"  sent {(f.send_at - f.nominal).total_seconds():.3f}s later (jitter)"
         _out(line)
@@ -634,8 +632,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         schedules.append({
             "id": s.id, "kind": s.kind, "timezone": s.timezone, "enabled": s.enabled,
             "event_type": s.event_type, "users": s.audience.size,
-            "last_fire": _utc(from_ms(last)) if last is not None else None,
-            "next_fire": _utc(upcoming[0].nominal) if upcoming else None,
+            "last_fire": rfc3339(from_ms(last)) if last is not None else None,
+            "next_fire": rfc3339(upcoming[0].nominal) if upcoming else None,
             "counts": by_schedule.get(s.id, none),
         })
     if cfg is None:  # what the ledger knows: no kind, zone, audience or next fire
@@ -644,16 +642,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             schedules.append({
                 "id": sid, "kind": None, "timezone": None, "enabled": None,
                 "event_type": None, "users": None,
-                "last_fire": _utc(from_ms(last)) if last is not None else None,
+                "last_fire": rfc3339(from_ms(last)) if last is not None else None,
                 "next_fire": None, "counts": by_schedule.get(sid, none),
             })
     token_info = _token_status(cfg.endpoint.token, now) if cfg is not None else None
     endpoint = {
         "url": cfg.endpoint.url if cfg is not None else None,
-        "last_delivered_at": _utc(from_ms(health.last_delivered_at))
+        "last_delivered_at": rfc3339(from_ms(health.last_delivered_at))
         if health.last_delivered_at else None,
         "last_error": health.last_error,
-        "last_error_at": _utc(from_ms(health.last_error_at)) if health.last_error_at else None,
+        "last_error_at": rfc3339(from_ms(health.last_error_at)) if health.last_error_at else None,
         "token": token_info,
     }
     file = ({"path": str(target.path), "valid": cfg is not None, "problems": target.problems}
@@ -692,7 +690,7 @@ def _token_status(source: config.TokenSource, now: datetime) -> dict[str, Any]:
     except auth.TokenError as e:
         info["problem"] = str(e)
     else:
-        info["expires_at"] = _utc(token.expires_at) if token.expires_at else None
+        info["expires_at"] = rfc3339(token.expires_at) if token.expires_at else None
         info["expired"] = token.expired(now)
         info["summary"] = auth.describe_expiry(token, now)
     return info
@@ -708,11 +706,11 @@ def _filters_of(args: argparse.Namespace) -> Filters:
 def _row_json(r: Row) -> dict[str, Any]:
     return {
         "event_id": r.event_id, "schedule": r.schedule_id, "app_user_id": r.app_user_id,
-        "event_type": r.event_type, "scheduled_for": _utc(from_ms(r.scheduled_for)),
+        "event_type": r.event_type, "scheduled_for": rfc3339(from_ms(r.scheduled_for)),
         "status": r.status, "attempts": r.attempts,
-        "next_attempt_at": _utc(from_ms(r.next_attempt_at)) if r.status == "pending" else None,
+        "next_attempt_at": rfc3339(from_ms(r.next_attempt_at)) if r.status == "pending" else None,
         "last_status_code": r.last_status_code, "last_error": r.last_error,
-        "delivered_at": _utc(from_ms(r.delivered_at)) if r.delivered_at else None,
+        "delivered_at": rfc3339(from_ms(r.delivered_at)) if r.delivered_at else None,
         "data": json.loads(r.data),
     }
 
@@ -732,7 +730,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     for r in rows:
         code = str(r.last_status_code) if r.last_status_code is not None else "-"
         error = f"  {r.last_error}" if r.last_error and r.status != "delivered" else ""
-        _out(f"{_utc(from_ms(r.scheduled_for)):<20}  {r.status:<9}  {r.attempts:>5}  {code:>4}"
+        _out(f"{rfc3339(from_ms(r.scheduled_for)):<20}  {r.status:<9}  {r.attempts:>5}  {code:>4}"
              f"  {r.schedule_id} / {r.app_user_id} / {r.event_type}{error}")
     if args.limit and len(rows) == args.limit:
         _out(f"(the newest {args.limit}; --limit 0 shows all)", sys.stderr)
@@ -771,10 +769,21 @@ def cmd_fire(args: argparse.Namespace) -> int:
         raise Failure(f"schedule {schedule.id!r} is disabled in {cfg.path}; a running instance"
                       " would cancel its rows. Enable it first.")
     clock = SystemClock()
+    now = clock.now()
     try:
-        picked = plan.occurrences_to_fire(schedule, clock.now(), args.occurrence)
+        picked = plan.occurrences_to_fire(schedule, now, args.occurrence)
     except plan.NoSuchOccurrence as e:
         raise Failure(str(e)) from None
+    for _job, nominal in picked:
+        if nominal > now:
+            raise Failure(f"{rfc3339(nominal)} is still to come; the schedule fires it by"
+                          " itself then (`eventcron next` lists when).")
+        expires = nominal + timedelta(seconds=cfg.delivery.expires_after)
+        if expires <= now:
+            raise Failure(f"the occurrence at {rfc3339(nominal)} expired at {rfc3339(expires)}"
+                          f" (delivery.expires_after,"
+                          f" {config.format_duration(cfg.delivery.expires_after)}): its events"
+                          " would never be sent.")
     ledger = _open_ledger(_database_url(args, cfg))
     counts: list[Enqueued]
     if args.dry_run:
@@ -786,7 +795,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
         counts, instances = asyncio.run(_fire_now(ledger, cfg, picked))
     for (job, nominal), (users, added) in zip(picked, counts, strict=True):
         local = nominal.astimezone(zoneinfo.ZoneInfo(job.zone))
-        verb, had = ("would add", "already exist") if args.dry_run else ("added", "already existed")
+        verb, had = ("would add", "present") if args.dry_run else ("added", "already existed")
         _out(f"{schedule.id} at {rfc3339(nominal)} ({local.isoformat(timespec='seconds')}"
              f" {job.zone}): {verb} {_count(added, 'new row')};"
              f" {_count(users - added, 'row')} {had}.")
@@ -798,10 +807,13 @@ def cmd_fire(args: argparse.Namespace) -> int:
 
 
 def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
-    users = [m.id for m in job.schedule.members(job.zone)]
-    present = ledger.count_present(job.schedule.id, job.schedule.event_type, to_ms(nominal),
-                                   users)
-    return Enqueued(len(users), len(users) - present)
+    members = (m.id for m in job.schedule.members(job.zone))
+    users = present = 0
+    while chunk := list(itertools.islice(members, 5_000)):  # streamed, as a fire is
+        users += len(chunk)
+        present += ledger.count_present(job.schedule.id, job.schedule.event_type,
+                                        to_ms(nominal), chunk)
+    return Enqueued(users, users - present)
 
 
 async def _fire_now(ledger: Ledger, cfg: config.Config,
@@ -870,7 +882,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         "source": cfg.endpoint.token.describe(),
         "jwt": token.is_jwt,
         "claims": token.claims,
-        "expires_at": _utc(token.expires_at) if token.expires_at else None,
+        "expires_at": rfc3339(token.expires_at) if token.expires_at else None,
         "expired": token.expired(now),
         "summary": auth.describe_expiry(token, now),
     }
@@ -882,7 +894,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         for key, value in token.claims.items():
             shown = value
             if key in ("exp", "iat", "nbf") and isinstance(value, int | float):
-                shown = f"{value} ({_utc(datetime.fromtimestamp(value, UTC))})"
+                shown = f"{value} ({rfc3339(datetime.fromtimestamp(value, UTC))})"
             _out(f"  {key}: {shown}")
         _out(str(info["summary"]).capitalize() + ".")
         if warning:
@@ -927,6 +939,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as e:
         _err(f"eventcron: {e}")
         return e.code
+    except SQLAlchemyError as e:
+        # The ledger refused mid-command (locked beyond its busy timeout, the server gone):
+        # a sentence, never a traceback; whatever it wrote is whole, so trying again is safe.
+        cause = str(getattr(e, "orig", None) or e).strip().splitlines()
+        _err(f"eventcron: the ledger failed: {cause[0] if cause else type(e).__name__};"
+             " nothing was left half-done, so try again.")
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         _err("eventcron: interrupted.")
         return 130

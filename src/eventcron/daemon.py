@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import random
+import shlex
 import signal
 import zoneinfo
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from eventcron import __version__, auth, catchup, config, plan
-from eventcron.audience import AudienceError
+from eventcron.audience import AudienceError, file_stamp
 from eventcron.auth import Token, TokenError
 from eventcron.clock import Clock, from_ms, monotonic, rfc3339, to_ms
 from eventcron.clockwork import FIRE_LEAD, Clockwork
@@ -503,11 +504,14 @@ class Daemon:
                                   to_ms(t), to_ms(now)):
             return  # already fired or recorded, by this instance earlier or another one
         local = t.astimezone(zoneinfo.ZoneInfo(job.zone))
+        # The command names the file and the ledger outright: an operator's shell has neither
+        # the service's $STATE_DIRECTORY nor its environment file.
+        command = shlex.join(["eventcron", "--config", str(self.state.config.path.absolute()),
+                              "--database", _display_url(self.db.ledger.url), "fire",
+                              job.schedule.id, "--occurrence", rfc3339(t)])
         log.warning("schedule %s: its occurrence at %s (%s %s) passed before the schedule"
-                    " was loaded and is skipped; to send it anyway: eventcron --config %s fire"
-                    " %s --occurrence %s", job.schedule.id, rfc3339(t),
-                    local.isoformat(timespec="seconds"), job.zone, self.state.config.path,
-                    job.schedule.id, rfc3339(t))
+                    " was loaded and is skipped; to send it anyway: %s", job.schedule.id,
+                    rfc3339(t), local.isoformat(timespec="seconds"), job.zone, command)
 
     # --- firing -------------------------------------------------------------------------
 
@@ -832,15 +836,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _stats(paths: list[Path]) -> list[tuple[int, int, int] | None]:
-    out: list[tuple[int, int, int] | None] = []
-    for p in paths:
-        try:
-            st = p.stat()
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return out
+    return [file_stamp(p) for p in paths]
 
 
 async def _close_later(sender: Sender, delay: float) -> None:

@@ -89,8 +89,13 @@ class Firer:
         ledger = self.db.ledger
         sid, zone = job.schedule.id, job.zone
         nominal_ms = to_ms(nominal)
-        started = await self.db.call(ledger.begin_fire, sid, zone, nominal_ms, self._now_ms(),
-                                     by_hand=by_hand)
+        if by_hand:  # always fires; finishes the record only if it took it
+            started = True
+            owned = await self.db.call(ledger.begin_fire_by_hand, sid, zone, nominal_ms,
+                                       self._now_ms())
+        else:
+            started = owned = await self.db.call(ledger.begin_fire, sid, zone, nominal_ms,
+                                                 self._now_ms())
         if not started:
             log.debug("%s at %s was already fired", job.key, rfc3339(nominal))
             return Enqueued(0, 0)
@@ -110,7 +115,8 @@ class Firer:
                 log.info("firing %s at %s: %s users enqueued so far (%.0f/s)", job.key,
                          rfc3339(nominal), f"{total:,}", total / (last_report - began))
         now_ms = self._now_ms()
-        await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms)
+        if owned:
+            await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms)
         if not by_hand:
             await self.db.call(ledger.set_job_state, job.key, sid, job.schedule.fingerprint(),
                                self.watermark(job, nominal), now_ms)

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import socket
 import sqlite3
 import uuid
@@ -378,6 +379,10 @@ class FireRecord:
     users: int
 
 
+# Whether a fire is the caller's to finish ("own"), joins one in progress or done ("shared",
+# rows only), or must not happen ("none").
+FireClaim = Literal["own", "shared", "none"]
+
 HEARTBEAT_INTERVAL: Final = 5.0  # seconds between an instance's heartbeats
 ALIVE_WITHIN: Final = 30.0  # seconds: an instance not seen for longer is not running
 
@@ -513,30 +518,44 @@ class Ledger:
             return pg_dialect.insert(table).on_conflict_do_nothing()
         return sqlite_dialect.insert(table).on_conflict_do_nothing()
 
-    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int, *,
-                   by_hand: bool = False) -> bool:
+    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
         """Record that an occurrence is being fired; False if it already was, or was skipped.
 
-        ``by_hand`` (``eventcron fire``) overrides a skip and fires even a fired occurrence
-        again: its rows go through the unique key, so only missing ones are added.
+        True also for a fire in progress (one a crash interrupted, or another instance's):
+        the unique key makes the second enqueue add only what is missing.
         """
         with self._tx() as conn:
-            return self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
-                                       by_hand=by_hand)
+            return self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now) != "none"
+
+    def begin_fire_by_hand(self, schedule_id: str, zone: str, scheduled_for: int,
+                           now: int) -> bool:
+        """Open a fire for ``eventcron fire``; return whether the caller must finish it.
+
+        A skipped or new occurrence becomes the caller's to finish. One that is being fired
+        (a running instance, or a crash's leftover) or was fired is joined: its rows are
+        enqueued through the unique key, but its record is left to whoever owns it, so a
+        crash of that owner is still noticed and completed at the next start.
+        """
+        with self._tx() as conn:
+            claim = self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
+                                        by_hand=True)
+        return claim == "own"
 
     def _begin_fire_in(self, conn: Connection, schedule_id: str, zone: str, scheduled_for: int,
-                       now: int, *, by_hand: bool = False) -> bool:
-        conn.execute(self._insert(fires).values(
+                       now: int, *, by_hand: bool = False) -> FireClaim:
+        inserted = conn.execute(self._insert(fires).values(
             schedule_id=schedule_id, zone=zone, scheduled_for=scheduled_for,
-            status="firing", users=0, updated_at=now))
+            status="firing", users=0, updated_at=now).returning(fires.c.status)).first()
+        if inserted is not None:
+            return "own"
         where = (fires.c.schedule_id == schedule_id, fires.c.zone == zone,
                  fires.c.scheduled_for == scheduled_for)
         return self._take_fire(conn, where, now, by_hand=by_hand)
 
     @staticmethod
     def _take_fire(conn: Connection, where: tuple[Any, ...], now: int, *,
-                   by_hand: bool = False) -> bool:
-        # The fire record exists (inserted as "firing" unless one was there): may we fire?
+                   by_hand: bool = False) -> FireClaim:
+        # The fire record exists: may this caller fire, and does the record become its own?
         status, reason = conn.execute(select(fires.c.status, fires.c.reason).where(
             *where)).one()
         # A skip for "passed before the schedule was loaded" is one instance's view: another
@@ -544,8 +563,10 @@ class Ledger:
         if status == "skipped" and (by_hand or reason == PASSED_BEFORE_LOAD):
             conn.execute(update(fires).where(*where, fires.c.status == "skipped").values(
                 status="firing", reason=None, updated_at=now))
-            return True
-        return bool(status == "firing" or by_hand)
+            return "own"
+        if status == "firing" or (by_hand and status == "fired"):
+            return "shared"
+        return "none"
 
     def skip_passed(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
         """Record an occurrence as skipped because it passed before its schedule was loaded.
@@ -619,7 +640,7 @@ class Ledger:
             for job, sid, zone, fingerprint, t, rows, watermark in batch:
                 where = (fires.c.schedule_id == sid, fires.c.zone == zone,
                          fires.c.scheduled_for == t)
-                if not self._take_fire(conn, where, now):
+                if self._take_fire(conn, where, now) == "none":
                     result.append(None)
                     continue
                 added = self._enqueue_in(conn, rows, now)
@@ -1077,6 +1098,10 @@ class Ledger:
             conn.execute(delete(fires).where(*window, fires.c.status != "firing",
                                              fires.c.updated_at < before,
                                              fires.c.scheduled_for < refire_horizon))
+            if end is None:
+                # Last, the heartbeat rows of instances gone longer than the retention: a
+                # handful of rows, one per process that ever started.
+                conn.execute(delete(instances).where(instances.c.last_seen < before))
         return 0, None if end is None else PruneAt("fires", tuple(end))
 
     def check_writable(self, now: int) -> None:
@@ -1215,7 +1240,18 @@ def _temporary(dialect: str, e: SQLAlchemyError) -> bool:
     """
     if not isinstance(e, OperationalError):
         return False
-    return dialect != "sqlite" or "locked" in _cause(e) or "busy" in _cause(e)
+    orig = getattr(e, "orig", None)
+    if dialect == "sqlite":
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return "locked" in _cause(e) or "busy" in _cause(e)
+    # The server answered that the login or the database is wrong: waiting will not help.
+    # psycopg gives no SQLSTATE for a refused connection; the server's sentence says it.
+    state = getattr(orig, "sqlstate", None) or ""
+    refused = re.search(r"password authentication failed|role .* does not exist|database .*"
+                        r" does not exist|no pg_hba.conf entry", str(orig))
+    return not (state.startswith("28") or state == "3D000" or refused)
 
 
 def _cause(e: SQLAlchemyError) -> str:

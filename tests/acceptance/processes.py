@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from eventcron.ledger import Ledger, deliveries
+from eventcron.ledger import PASSED_BEFORE_LOAD, Ledger, LedgerError, deliveries
 from eventcron.sink import make_token
 from tests.acceptance.conftest import eventcron_command
 
@@ -151,16 +151,33 @@ def fire(folder: Path, schedule_id: str, occurrence: datetime, *,
         time.sleep(1)
 
 
+def passed_before_load(url: str, schedule_id: str, occurrence: datetime) -> bool:
+    """Tell whether the ledger records ``occurrence`` as skipped because it passed before load."""
+    try:
+        ledger = Ledger.open(url, create=False)
+    except LedgerError:
+        return False  # no daemon has opened the ledger yet
+    try:
+        return any(r.scheduled_for == round(occurrence.timestamp() * 1000)
+                   and r.status == "skipped" and r.reason == PASSED_BEFORE_LOAD
+                   for r in ledger.fires_of(schedule_id))
+    finally:
+        ledger.close()
+
+
 def fire_when_due(folder: Path, schedule_id: str, occurrence: datetime, *,
                   env: dict[str, str] | None = None) -> Fired:
-    """Wait until ``occurrence`` has passed, then fire it, whoever else has.
+    """Once ``occurrence`` has passed, fire it with ``eventcron fire`` if no daemon could.
 
-    A daemon that was ready before the occurrence's time fired it already, and then this
-    adds nothing; one that loaded its plan after that time recorded it as skipped ("passed
-    before the schedule was loaded"), and then this is what sends it. Either way the
-    campaign goes out, on a loaded machine as on an idle one.
+    Call it once the daemons are ready. A daemon ready before the occurrence's time fires it
+    itself (and the test then checks that it did); only when the ledger says every daemon
+    loaded its plan too late, "passed before the schedule was loaded" (a loaded machine),
+    does this send it, as an operator would. Returns what ``fire`` did (nothing if unused).
     """
     wait_for(lambda: datetime.now(UTC) > occurrence, 3600, f"{rfc3339(occurrence)} to pass")
+    url = (env or {}).get("EVENTCRON_DATABASE_URL") or f"sqlite:///{folder / 'eventcron.db'}"
+    if not passed_before_load(url, schedule_id, occurrence):
+        return Fired(0, 0, "")
     return fire(folder, schedule_id, occurrence, env=env)
 
 

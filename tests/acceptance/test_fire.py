@@ -43,7 +43,7 @@ def test_fire_sends_what_passed_before_the_load_once(run: Run, tmp_path: Path) -
 
     dry = run("fire", "launch", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would add 3 new rows; 0 rows already exist." in dry.stdout
+    assert "would add 3 new rows; 0 rows present." in dry.stdout
     assert "Dry run: nothing was written." in dry.stdout
 
     # No token in this environment: firing needs only the file and the ledger.
@@ -84,6 +84,14 @@ def test_fire_refuses_what_is_not_an_occurrence_or_not_a_schedule(run: Run,
     assert "no schedule 'dialy'" in result.stderr and "did you mean 'daily'" in result.stderr
     result = run("fire", "off")
     assert result.returncode == 1 and "is disabled" in result.stderr
+    future = run("fire", "daily", "--occurrence", "2099-01-01T09:00:00Z")
+    assert future.returncode == 1
+    assert "2099-01-01T09:00:00Z is still to come; the schedule fires it by itself" in (
+        future.stderr)
+    expired = run("fire", "daily", "--occurrence", "2026-01-01T09:00:00Z")
+    assert expired.returncode == 1
+    assert ("the occurrence at 2026-01-01T09:00:00Z expired at 2026-01-01T15:00:00Z"
+            " (delivery.expires_after, 6h): its events would never be sent.") in expired.stderr
     result = run("fire", "daily", "--occurrence", "yesterday")
     assert result.returncode == 2 and "not an RFC 3339 time" in result.stderr
     assert "Traceback" not in result.stderr

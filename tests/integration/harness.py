@@ -113,12 +113,12 @@ class Running:
     firing: list[asyncio.Task[None]] = field(default_factory=list)  # fire_when_due tasks
 
     async def fire_when_due(self, schedule_id: str, occurrence: datetime) -> None:
-        """Once ``occurrence`` has passed, fire it with ``eventcron fire``, whoever else has.
+        """Once ``occurrence`` has passed, fire it with ``eventcron fire`` if the daemon could not.
 
-        The daemon fired it already if it was ready in time, and then this adds nothing;
-        if it loaded its plan later (a loaded machine), it skipped it as "passed before
-        the schedule was loaded", and this sends it. Nothing is fired for a schedule the
-        test has removed, disabled or retimed meanwhile.
+        A daemon ready in time fires it itself, and the test checks that it did; only if it
+        loaded its plan after that time (a loaded machine) and recorded the occurrence as
+        "passed before the schedule was loaded" does this send it, as an operator would.
+        Nothing is fired for a schedule the test has removed, disabled or retimed meanwhile.
         """
         delay = (occurrence - datetime.now(UTC)).total_seconds()
         await asyncio.sleep(max(delay, 0) + 0.05)
@@ -126,7 +126,8 @@ class Running:
         if schedule is None or schedule_id not in self.daemon.state.active:
             return
         timing = schedule.timing(config.DEFAULT_ZONE)
-        if isinstance(timing, AtTiming) and timing.instant == occurrence:
+        if (isinstance(timing, AtTiming) and timing.instant == occurrence
+                and self.passed_before_load(schedule_id)):
             self.fired[schedule_id] = await fire(self.path, schedule_id, occurrence)
 
     async def until(self, predicate: Callable[[], bool], within: float = 15.0) -> None:

@@ -54,7 +54,8 @@ def test_an_occurrence_that_passed_before_the_start_is_recorded_and_announced(
     assert "schedule missed" in warning
     assert rfc3339(passed) in warning
     assert local.isoformat(timespec="seconds") in warning and "Asia/Tokyo" in warning
-    assert (f"eventcron --config {tmp_path / 'schedules.yaml'} fire missed --occurrence"
+    assert (f"eventcron --config {tmp_path / 'schedules.yaml'} --database"
+            f" sqlite:///{tmp_path / 'eventcron.db'} fire missed --occurrence"
             f" {rfc3339(passed)}") in warning
 
 
@@ -111,7 +112,13 @@ def test_an_instance_that_loaded_in_time_fires_what_another_recorded_as_passed(
         # Any other skip stands, except against `eventcron fire` (by hand).
         ledger.record_skipped("s", "UTC", [t + 60_000], "catch_up_mode is none", t)
         assert not ledger.begin_fire("s", "UTC", t + 60_000, t + 10)
-        assert ledger.begin_fire("s", "UTC", t + 60_000, t + 11, by_hand=True)
+        assert ledger.begin_fire_by_hand("s", "UTC", t + 60_000, t + 11)  # its own to finish
+        # By hand during a fire in progress (or after one) joins it: rows only, no record.
+        assert ledger.begin_fire("s", "UTC", t + 120_000, t + 12)
+        assert not ledger.begin_fire_by_hand("s", "UTC", t + 120_000, t + 13)
+        assert next((r.scheduled_for, r.status) for r in ledger.fires_of("s")) == (
+            t + 120_000, "firing")
+        assert not ledger.begin_fire_by_hand("s", "UTC", t, t + 14)  # fired: joined
     finally:
         ledger.close()
 

@@ -14,6 +14,7 @@ from eventcron.ledger import (
     PRUNE_BATCH,
     PRUNE_START,
     Claimed,
+    Instance,
     Ledger,
     LedgerThread,
     NewRow,
@@ -139,5 +140,21 @@ def test_the_unfinished_fires_index_is_added_to_an_existing_ledger(ledger_url: s
     try:
         names = {ix["name"] for ix in inspect(ledger.engine).get_indexes("fires")}
         assert "ix_fires_firing" in names
+    finally:
+        ledger.close()
+
+
+def test_heartbeats_of_instances_gone_longer_than_the_retention_are_pruned(
+        ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    try:
+        def beat(name: str, last_seen: int) -> None:
+            ledger.heartbeat(Instance(name, "h", 1, "0.1.0", last_seen - 10, last_seen,
+                                      last_seen, False, "sha"))
+
+        beat("gone", T0 - 1)
+        beat("recent", T0 + 1)
+        ledger.prune(BEFORE - 1, HORIZON)
+        assert [i.name for i in ledger.instances()] == ["recent"]
     finally:
         ledger.close()
