@@ -18,10 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from urllib.parse import quote, urlsplit
 
 from eventcron import schema
 from eventcron.audience import (
@@ -34,7 +31,7 @@ from eventcron.audience import (
     duplicate_message,
     scan_csv,
 )
-from eventcron.metrics import parse_listen
+from eventcron.env import CONFIG_ENV, DEFAULT_CONFIG, STATE_DIRECTORY_ENV
 from eventcron.problems import InvalidInput, Problems, did_you_mean, quote_list
 from eventcron.template import BUILTIN_NAMES, USER_PREFIX, DataTemplate, placeholders
 from eventcron.timing import (
@@ -49,20 +46,16 @@ from eventcron.timing import (
 )
 from eventcron.yamlsource import (
     DataError,
-    Mapping,
+    MappingNode,
     Node,
     Scalar,
-    Sequence,
+    SequenceNode,
     entries,
     kind_of,
     parse_bytes,
     read_raw,
     to_json,
 )
-
-DEFAULT_CONFIG: Final = "schedules.yaml"
-CONFIG_ENV: Final = "EVENTCRON_CONFIG"
-DATABASE_ENV: Final = "EVENTCRON_DATABASE_URL"
 
 DEFAULT_URL: Final = "https://api.init.ai/api/v1/webhook/event"
 DEFAULT_TOKEN_ENV: Final = "EVENTCRON_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -76,8 +69,8 @@ DEFAULT_EXPIRES_AFTER: Final = 6 * 3600.0  # seconds after the nominal time
 DEFAULT_CATCH_UP: Final = 3600.0  # seconds before start-up
 DEFAULT_RETENTION: Final = 30 * 86400.0  # seconds final rows are kept after their last change
 DEFAULT_CLAIM_LEASE: Final = 60.0  # seconds a claim outlives a silent instance
-DEFAULT_DATABASE: Final = "sqlite:///eventcron.db"
-STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd for StateDirectory=
+DEFAULT_HOST: Final = "127.0.0.1"  # listeners bind to loopback unless told otherwise
+DEFAULT_LEDGER_FILE: Final = "eventcron.db"  # beside the schedule file, unless told
 DEFAULT_ZONE: Final = "UTC"
 USER_ZONE: Final = "user"  # `timezone: user`: each user's own zone
 MIN_EVERY: Final = 1.0  # seconds: the shortest `every` interval
@@ -293,7 +286,7 @@ def database_of(path: Path) -> str | None:
         root = parse_bytes(read_raw(path), str(path))
     except InvalidInput:
         return None
-    if not isinstance(root, Mapping):
+    if not isinstance(root, MappingNode):
         return None
     found = [value for key, value in entries(root) if key.text == "database"]
     if not found:
@@ -328,7 +321,7 @@ class _Reader:
 
     def fields(self, node: Node, section: dict[str, Any], where: str) -> _Fields | None:
         """Check a mapping against a schema section: type, unknown and duplicate keys."""
-        if not isinstance(node, Mapping):
+        if not isinstance(node, MappingNode):
             if isinstance(node, Scalar) and node.is_null:
                 return {}
             self.error(node, f"{where} must be a mapping, not {kind_of(node)}.")
@@ -452,7 +445,7 @@ class _Reader:
 
     def config(self, root: Node) -> Config:
         top = self.fields(root, schema.TOP, "the file")
-        if top is None or (not top and not isinstance(root, Mapping)):
+        if top is None or (not top and not isinstance(root, MappingNode)):
             self.problems.raise_if_any()
         top = top or {}
         if "version" not in top:
@@ -648,7 +641,7 @@ class _Reader:
         out: dict[str, Audience | None] = {}
         if isinstance(node, Scalar) and node.is_null:
             return out
-        if not isinstance(node, Mapping):
+        if not isinstance(node, MappingNode):
             self.error(node, f"audiences must be a mapping of names to audiences, not"
                        f" {kind_of(node)}.")
             return out
@@ -696,8 +689,8 @@ class _Reader:
                         stamp=scan.stamp)
 
     def inline_users(self, node: Node, where: str, name: str | None) -> Audience | None:
-        if not isinstance(node, Sequence) or not node.items:
-            what = "an empty list" if isinstance(node, Sequence) else kind_of(node)
+        if not isinstance(node, SequenceNode) or not node.items:
+            what = "an empty list" if isinstance(node, SequenceNode) else kind_of(node)
             self.error(node, f"{where}: users must be a list of at least one user, not {what}.")
             return None
         raw: list[tuple[Node, str, str | None, dict[str, str]]] = []
@@ -730,7 +723,7 @@ class _Reader:
         if isinstance(node, Scalar):
             plain_id = self.name_value(node, f"{where}: a user id")
             return (plain_id, None, {}) if plain_id is not None else None
-        if not isinstance(node, Mapping):
+        if not isinstance(node, MappingNode):
             self.error(node, f"{where}: a user must be an id or a mapping with 'id', not"
                        f" {kind_of(node)}.")
             return None
@@ -770,7 +763,7 @@ class _Reader:
         return (uid, tz, extra) if ok else None
 
     def schedules(self, node: Node, audiences: dict[str, Audience | None]) -> tuple[Schedule, ...]:
-        if not isinstance(node, Sequence):
+        if not isinstance(node, SequenceNode):
             if isinstance(node, Scalar) and node.is_null:
                 return ()
             self.error(node, f"schedules must be a list, not {kind_of(node)}.")
@@ -793,7 +786,7 @@ class _Reader:
     def schedule(self, node: Node, index: int, audiences: dict[str, Audience | None],
                  ids: dict[str, int]) -> Schedule | None:
         where = f"schedules[{index}]"
-        if isinstance(node, Mapping):  # name it by its id in every message, when it has one
+        if isinstance(node, MappingNode):  # name it by its id in every message, when it has one
             given_id = next((v.text for k, v in entries(node) if k.text == "id"
                              and isinstance(v, Scalar) and not v.is_null), None)
             if given_id is not None and check_id(given_id, "id") is None:
@@ -921,7 +914,7 @@ class _Reader:
     def data(self, node: Node, where: str, audience: Audience | None) -> DataTemplate | None:
         if isinstance(node, Scalar) and node.is_null:
             return DataTemplate.compile({})
-        if not isinstance(node, Mapping):
+        if not isinstance(node, MappingNode):
             self.error(node, f"{where}: data must be a mapping (a JSON object), not"
                        f" {kind_of(node)}.")
             return None
@@ -976,9 +969,9 @@ def _scalars(node: Node) -> Iterator[Scalar]:
         seen.add(id(n))
         if isinstance(n, Scalar):
             yield n
-        elif isinstance(n, Sequence):
+        elif isinstance(n, SequenceNode):
             stack.extend(n.items)
-        elif isinstance(n, Mapping):
+        elif isinstance(n, MappingNode):
             for k, v in n.pairs:
                 stack.append(k)
                 stack.append(v)
@@ -992,6 +985,11 @@ def _shown(node: Node) -> str:
 
 def database_url(text: str) -> str:
     """Check a ledger URL; ``postgresql://`` means psycopg 3. Raise ValueError (a sentence)."""
+    if _plain_sqlite(text.strip()):
+        return text.strip()
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - see default_database
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
     try:
         url = make_url(text.strip())
     except ArgumentError:
@@ -1027,9 +1025,38 @@ def ledger_url(text: str, base: Path) -> str:
         raise ValueError(f"{text!r} is neither a database URL nor a path; write"
                          " sqlite:///eventcron.db, postgresql+psycopg://user@host/db, or a"
                          " path such as ./eventcron.db.")
-    path = os.path.abspath(base / Path(text).expanduser())  # symlinks kept as written
-    # The URL's path is percent-decoded and ends at '?'.
-    return "sqlite:///" + path.replace("%", "%25").replace("?", "%3F")
+    return sqlite_url(os.path.abspath(base / Path(text).expanduser()))  # symlinks as written
+
+
+def _plain_sqlite(url: str) -> bool:
+    # `sqlite:///path` with nothing to decode or parse: read without the database layer,
+    # which `validate` then never imports. Anything else goes through SQLAlchemy's parser.
+    return url.startswith("sqlite:///") and not any(c in url for c in "?%#@")
+
+
+def sqlite_url(path: str) -> str:
+    """Return the SQLite URL of an absolute path, quoted as SQLAlchemy renders it."""
+    return "sqlite:///" + quote(path, safe=" +/")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Parse ``PORT``, ``:PORT``, ``HOST:PORT`` or ``[V6]:PORT``; the host defaults to loopback.
+
+    Raises ValueError with a sentence.
+    """
+    value = text.strip()
+    host, port = DEFAULT_HOST, value
+    if value.startswith("["):
+        close = value.find("]")
+        if close < 0 or not value[close + 1:].startswith(":"):
+            raise ValueError(f"{text!r} is not an address; write [::1]:9108")
+        host, port = value[1:close], value[close + 2:]
+    elif ":" in value:
+        host, port = value.rsplit(":", 1)
+        host = host or DEFAULT_HOST
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not an address; write 127.0.0.1:9108 or just 9108")
+    return host, int(port)
 
 
 def _loopback(host: str) -> bool:
@@ -1051,15 +1078,24 @@ def default_database(base: Path) -> str:
     if state:
         # systemd lists several directories separated by ':' when several are configured.
         return f"sqlite:///{Path(state.split(':')[0]) / 'eventcron.db'}"
-    return _resolve_sqlite(DEFAULT_DATABASE, base)
+    # Built here rather than parsed: a command that only validates a file never needs the
+    # database layer (importing it costs more than all the rest of validation).
+    return sqlite_url(str((base / DEFAULT_LEDGER_FILE).resolve()))
 
 
 def _resolve_sqlite(url: str, base: Path) -> str:
     """Make a relative SQLite path relative to the schedule file's folder."""
+    if _plain_sqlite(url):
+        db = url[len("sqlite:///"):]
+        if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+            return url
+        return sqlite_url(str((base / db).resolve()))
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - see default_database
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return url
-    db = parsed.database
-    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+    name = parsed.database
+    if not name or name == ":memory:" or name.startswith("file:") or Path(name).is_absolute():
         return url
-    return parsed.set(database=str((base / db).resolve())).render_as_string(hide_password=False)
+    return parsed.set(database=str((base / name).resolve())).render_as_string(hide_password=False)

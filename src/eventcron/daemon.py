@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from eventcron import __version__, auth, catchup, config, plan
@@ -40,10 +39,11 @@ from eventcron.ledger import (
     Ledger,
     LedgerThread,
     Owner,
+    display_url,
 )
 from eventcron.metrics import Health, Metrics, MetricsServer
 from eventcron.notify import Notifier, watchdog_interval
-from eventcron.problems import InvalidInput
+from eventcron.problems import InvalidInput, first_line
 from eventcron.sender import Sender
 
 log = logging.getLogger("eventcron")
@@ -193,7 +193,7 @@ class Daemon:
         installed = self._install_signals()
         cfg = self.state.config
         log.info("eventcron starting: %d schedules from %s, ledger %s, endpoint %s",
-                 len(cfg.schedules), cfg.path, _display_url(self.db.ledger.url),
+                 len(cfg.schedules), cfg.path, display_url(self.db.ledger.url),
                  cfg.endpoint.url)
         self._warn_token(self.clock.now())
         self._token_metric()
@@ -282,7 +282,7 @@ class Daemon:
         try:
             await self.db.call(self.db.ledger.heartbeat, self._instance(stopped=True))
         except (SQLAlchemyError, OSError) as e:
-            log.warning("cannot mark this instance stopped in the ledger: %s", _first_line(e))
+            log.warning("cannot mark this instance stopped in the ledger: %s", first_line(e))
         await asyncio.to_thread(self.db.close)
         took = monotonic() - self.started_at
         cut = f"; {left} requests in flight were cut short and stay pending" if left else ""
@@ -304,7 +304,7 @@ class Daemon:
         except TimeoutError:
             problems.append(f"the ledger did not take a write within {HEALTH_PROBE_TIMEOUT:g}s")
         except (SQLAlchemyError, OSError) as e:
-            problems.append(f"the ledger does not take writes: {_first_line(e)}")
+            problems.append(f"the ledger does not take writes: {first_line(e)}")
         return Health(not problems, tuple(problems))
 
     def _instance(self, *, stopped: bool = False) -> Instance:
@@ -321,7 +321,7 @@ class Daemon:
                 await self.db.call(self.db.ledger.heartbeat, self._instance())
             except (SQLAlchemyError, OSError) as e:
                 if not failing:
-                    log.warning("cannot write this instance's heartbeat: %s", _first_line(e))
+                    log.warning("cannot write this instance's heartbeat: %s", first_line(e))
                 failing = True
             else:
                 failing = False
@@ -351,7 +351,7 @@ class Daemon:
             try:
                 counts = await self.db.call(self.db.ledger.counts)
             except (SQLAlchemyError, OSError) as e:
-                log.warning("cannot count ledger rows: %s", _first_line(e))
+                log.warning("cannot count ledger rows: %s", first_line(e))
             else:
                 self._counts = counts
                 for state, n in counts.items():
@@ -384,7 +384,7 @@ class Daemon:
                 # In short steps: claims, records and /healthz get through in between.
                 n = await self.db.prune(before, horizon)
             except (SQLAlchemyError, OSError) as e:
-                log.warning("cannot prune old ledger rows: %s", _first_line(e))
+                log.warning("cannot prune old ledger rows: %s", first_line(e))
             else:
                 if n:
                     log.info("pruned %d delivered, failed, expired or cancelled rows older"
@@ -507,7 +507,7 @@ class Daemon:
         # The command names the file and the ledger outright: an operator's shell has neither
         # the service's $STATE_DIRECTORY nor its environment file.
         command = shlex.join(["eventcron", "--config", str(self.state.config.path.absolute()),
-                              "--database", _display_url(self.db.ledger.url), "fire",
+                              "--database", display_url(self.db.ledger.url), "fire",
                               job.schedule.id, "--occurrence", rfc3339(t)])
         log.warning("schedule %s: its occurrence at %s (%s %s) passed before the schedule"
                     " was loaded and is skipped; to send it anyway: %s", job.schedule.id,
@@ -576,7 +576,7 @@ class Daemon:
             except (SQLAlchemyError, OSError) as e:
                 attempt += 1
                 delay = min(FIRE_RETRY_MAX, 2.0 ** attempt)
-                log.error("cannot %s (%s); trying again in %.0fs", what, _first_line(e), delay)
+                log.error("cannot %s (%s); trying again in %.0fs", what, first_line(e), delay)
                 await asyncio.sleep(delay)
 
     async def _apply_catch_up(self, job: plan.Job, decision: catchup.CatchUp,
@@ -635,7 +635,7 @@ class Daemon:
                 attempt += 1
                 delay = min(FIRE_RETRY_MAX, 2.0 ** attempt)
                 log.error("cannot fire %d schedules (%s); trying again in %.0fs", len(fires),
-                          _first_line(e), delay)
+                          first_line(e), delay)
                 await asyncio.sleep(delay)
 
     def _fire_done(self, task: asyncio.Task[None]) -> None:
@@ -661,7 +661,7 @@ class Daemon:
                     attempt += 1
                     delay = min(FIRE_RETRY_MAX, 2.0 ** attempt)
                     log.error("cannot fire %s at %s (%s); trying again in %.0fs", key,
-                              rfc3339(nominal), _first_line(e), delay)
+                              rfc3339(nominal), first_line(e), delay)
                     await asyncio.sleep(delay)
 
     # --- reload -------------------------------------------------------------------------
@@ -717,7 +717,7 @@ class Daemon:
             # The plan is applied; only its bookkeeping failed. The dispatcher already
             # refuses rows of retired schedules, and the next start redoes the rest.
             log.error("reload: the ledger failed while applying %s (%s); running the new plan"
-                      " anyway", path, _first_line(e))
+                      " anyway", path, first_line(e))
         await self._apply_endpoint(old, new)
         removed = len(old_jobs.keys() - new_jobs.keys())
         log.info("reloaded %s (%s): %d schedules, %d jobs (%d new, %d retimed, %d removed)",
@@ -732,7 +732,7 @@ class Daemon:
             await self.reload(why)
         except Exception as e:  # noqa: BLE001 - a bad reload must not stop deliveries
             log.error("reload (%s) failed: %s: %s; still running the previous plan", why,
-                      type(e).__name__, _first_line(e))
+                      type(e).__name__, first_line(e))
         finally:
             if not self._stop.is_set():
                 self.notifier.ready(await self._status_line())
@@ -830,11 +830,6 @@ def _settle_memory() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def _stats(paths: list[Path]) -> list[tuple[int, int, int] | None]:
     return [file_stamp(p) for p in paths]
 
@@ -842,10 +837,6 @@ def _stats(paths: list[Path]) -> list[tuple[int, int, int] | None]:
 async def _close_later(sender: Sender, delay: float) -> None:
     await asyncio.sleep(delay)
     await sender.aclose()
-
-
-def _display_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _span(seconds: float) -> str:

@@ -23,6 +23,7 @@ from eventcron.config import Delivery
 from eventcron.ledger import Claimed, Ledger, LedgerThread, Result
 from eventcron.logs import Limiter
 from eventcron.metrics import Metrics
+from eventcron.problems import first_line
 from eventcron.retry import Decision, Outcome, decide
 from eventcron.sender import Sender
 
@@ -213,7 +214,7 @@ class Dispatcher:
                     errors += 1
                     delay = min(ERROR_BACKOFF_MAX, 0.25 * 2 ** min(errors, 10))
                     log.error("the ledger failed while dispatching (%s); retrying in %.1fs",
-                              _short(e), delay)
+                              first_line(e), delay)
                     await self._sleep(self._wake, delay)
         except BaseException:
             self.alive = False
@@ -439,7 +440,7 @@ class Dispatcher:
                 failures += 1
                 delay = min(ERROR_BACKOFF_MAX, 0.25 * 2 ** min(failures, 10))
                 log.error("cannot record %d results in the ledger (%s); keeping them and"
-                          " retrying in %.1fs", len(self._results), _short(e), delay)
+                          " retrying in %.1fs", len(self._results), first_line(e), delay)
                 await asyncio.sleep(delay)
 
     async def _renew_loop(self) -> None:
@@ -460,7 +461,7 @@ class Dispatcher:
                                    ms(self.policy.claim_lease))
             except (SQLAlchemyError, OSError) as e:
                 log.warning("cannot renew claims (%s); they lapse in %s unless the ledger"
-                            " comes back", _short(e), f"{self.policy.claim_lease:g}s")
+                            " comes back", first_line(e), f"{self.policy.claim_lease:g}s")
 
     async def flush(self) -> None:
         """Write buffered results to the ledger (kept in memory if the write fails)."""
@@ -515,17 +516,12 @@ class Dispatcher:
                 # Unrecorded results stay claimed until the lease ends, then are sent
                 # again with the same Idempotency-Key: late, never lost.
                 log.error("cannot record %d results at shutdown (%s)%s", len(self._results),
-                          _short(e), "; retrying" if attempt < 2 else "")
+                          first_line(e), "; retrying" if attempt < 2 else "")
                 await asyncio.sleep(0.5)
         if left:
             try:
                 await self.db.call(self.ledger.release, [r.id for r in left], self.owner)
             except (SQLAlchemyError, OSError) as e:
                 log.error("cannot release %d claims (%s); they expire on their own",
-                          len(left), _short(e))
+                          len(left), first_line(e))
         return len(left)
-
-
-def _short(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -61,6 +61,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from eventcron.clock import monotonic
+from eventcron.problems import first_line
+from eventcron.states import FINAL_STATUSES, REPLAYABLE, STATUSES, Status
 
 _T = TypeVar("_T")
 
@@ -75,10 +77,6 @@ INSERT_CHUNK: Final = 500  # rows per INSERT statement (10 parameters each; SQLi
 MIGRATION_LOCK: Final = 0x65766E74  # PostgreSQL advisory lock key held while migrating
 EVENT_NAMESPACE: Final = uuid.UUID("6f1b8f1e-3c1a-5f0e-9d43-4a7e0c5b2d11")  # UUIDv5 namespace
 
-Status = Literal["pending", "delivered", "failed", "expired", "cancelled"]
-STATUSES: Final[tuple[Status, ...]] = ("pending", "delivered", "failed", "expired", "cancelled")
-FINAL_STATUSES: Final = ("delivered", "failed", "expired", "cancelled")
-REPLAYABLE: Final = ("failed", "expired")
 PASSED_BEFORE_LOAD: Final = "passed before the schedule was loaded"  # a skip's reason
 
 metadata = MetaData()
@@ -349,7 +347,7 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
-class Health:
+class EndpointHealth:
     """What the ledger says about the endpoint lately."""
 
     last_delivered_at: int | None  # ms
@@ -448,12 +446,12 @@ class Ledger:
         ledger = cls(url)
         try:
             if not create and not ledger._has_schema():
-                raise LedgerError(f"{_display(url)} holds no eventcron ledger; is the"
+                raise LedgerError(f"{display_url(url)} holds no eventcron ledger; is the"
                                   " --database URL right?")
             ledger.migrate()
         except SQLAlchemyError as e:
             ledger.close()
-            raise LedgerError(f"cannot open the ledger {_display(url)}: {_cause(e)}.",
+            raise LedgerError(f"cannot open the ledger {display_url(url)}: {_cause(e)}.",
                               temporary=_temporary(ledger.dialect, e)) from None
         except BaseException:
             ledger.close()
@@ -497,7 +495,7 @@ class Ledger:
                 return  # nothing to write: a read-only ledger can still be read
             if version > SCHEMA_VERSION:
                 raise LedgerError(
-                    f"the ledger {_display(self.url)} has schema version {version}, newer than"
+                    f"the ledger {display_url(self.url)} has schema version {version}, newer than"
                     f" this eventcron understands ({SCHEMA_VERSION}); upgrade eventcron.")
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[step]:
@@ -972,7 +970,7 @@ class Ledger:
                 out.setdefault(schedule_id, dict.fromkeys(STATUSES, 0))[status] = int(n)
         return out
 
-    def health(self) -> Health:
+    def health(self) -> EndpointHealth:
         """Return the latest delivery time and the latest error the endpoint caused."""
         with self._tx(write=False) as conn:
             delivered = conn.execute(select(func.max(deliveries.c.delivered_at))).scalar()
@@ -981,7 +979,7 @@ class Ledger:
                 .where(deliveries.c.status.in_(("pending", "failed", "expired")),
                        deliveries.c.last_error.is_not(None))
                 .order_by(deliveries.c.updated_at.desc()).limit(1)).first()
-        return Health(int(delivered) if delivered is not None else None,
+        return EndpointHealth(int(delivered) if delivered is not None else None,
                       error.last_error if error else None,
                       int(error.updated_at) if error else None)
 
@@ -1113,7 +1111,7 @@ class Ledger:
         try:
             self.probe(now)
         except SQLAlchemyError as e:
-            raise LedgerError(f"cannot write to the ledger {_display(self.url)}: {_cause(e)}.",
+            raise LedgerError(f"cannot write to the ledger {display_url(self.url)}: {_cause(e)}.",
                               temporary=_temporary(self.dialect, e)) from None
 
     def probe(self, now: int) -> None:
@@ -1228,7 +1226,8 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     return engine
 
 
-def _display(url: str) -> str:
+def display_url(url: str) -> str:
+    """Return a database URL fit to show: its password hidden."""
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -1255,9 +1254,7 @@ def _temporary(dialect: str, e: SQLAlchemyError) -> bool:
 
 
 def _cause(e: SQLAlchemyError) -> str:
-    orig = getattr(e, "orig", None)
-    text_ = str(orig if orig is not None else e).strip()
-    return (text_.splitlines()[0] if text_ else type(e).__name__).rstrip(".")
+    return first_line(e).rstrip(".")  # the caller's sentence ends it
 
 
 class LedgerThread:

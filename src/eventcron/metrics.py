@@ -33,7 +33,6 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger("eventcron.metrics")
 
-DEFAULT_HOST: Final = "127.0.0.1"
 REQUEST_TIMEOUT: Final = 5.0  # seconds a scraper may take to send its request
 MAX_REQUEST_BYTES: Final = 8192  # bytes of request head read before giving up
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -143,26 +142,6 @@ class Health:
 
 
 HealthCheck = Callable[[], Awaitable[Health]]
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """Parse ``PORT``, ``:PORT``, ``HOST:PORT`` or ``[V6]:PORT``; the host defaults to loopback.
-
-    Raises ValueError with a sentence.
-    """
-    value = text.strip()
-    host, port = DEFAULT_HOST, value
-    if value.startswith("["):
-        close = value.find("]")
-        if close < 0 or not value[close + 1:].startswith(":"):
-            raise ValueError(f"{text!r} is not an address; write [::1]:9108")
-        host, port = value[1:close], value[close + 2:]
-    elif ":" in value:
-        host, port = value.rsplit(":", 1)
-        host = host or DEFAULT_HOST
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not an address; write 127.0.0.1:9108 or just 9108")
-    return host, int(port)
 
 
 class ListenError(Exception):

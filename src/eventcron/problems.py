@@ -96,3 +96,9 @@ def quote_list(items: Iterable[str], conjunction: str = "or") -> str:
     if len(quoted) <= 1:
         return "".join(quoted)
     return ", ".join(quoted[:-1]) + f" {conjunction} " + quoted[-1]
+
+
+def first_line(e: BaseException) -> str:
+    """Return the first line of an error's text (of its cause, for a wrapped driver error)."""
+    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

@@ -71,14 +71,14 @@ class Scalar(Node):
 
 
 @dataclass(eq=False, slots=True)
-class Sequence(Node):
+class SequenceNode(Node):
     """A sequence of nodes."""
 
     items: list[Node] = field(default_factory=list)
 
 
 @dataclass(eq=False, slots=True)
-class Mapping(Node):
+class MappingNode(Node):
     """A mapping, as its pairs in file order (duplicates and merges resolved by :func:`entries`)."""
 
     pairs: list[tuple[Node, Node]] = field(default_factory=list)
@@ -89,9 +89,9 @@ _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
 def kind_of(node: Node) -> str:
     """Describe a node's type for messages ("a mapping", "a list", "a string", ...)."""
-    if isinstance(node, Mapping):
+    if isinstance(node, MappingNode):
         return "a mapping"
-    if isinstance(node, Sequence):
+    if isinstance(node, SequenceNode):
         return "a list"
     assert isinstance(node, Scalar)
     if not node.plain:
@@ -237,9 +237,9 @@ class _Composer:
                 if len(stack) >= MAX_DEPTH:
                     raise _HostileInput(mark.line + 1, mark.column + 1, "the data is nested"
                                         f" more than {MAX_DEPTH} levels deep.")
-                container: Node = (Sequence(mark.line + 1, mark.column + 1)
+                container: Node = (SequenceNode(mark.line + 1, mark.column + 1)
                                    if kind is yaml.SequenceStartEvent
-                                   else Mapping(mark.line + 1, mark.column + 1))
+                                   else MappingNode(mark.line + 1, mark.column + 1))
                 if ev.anchor:
                     anchors[ev.anchor] = container
                     open_anchors.add(ev.anchor)
@@ -252,10 +252,10 @@ class _Composer:
                     raise _HostileInput(container.line, container.col,
                                         "aliases expand this to more than"
                                         f" {MAX_WEIGHT:,} values (a YAML alias bomb?).")
-                if isinstance(container, Sequence):
+                if isinstance(container, SequenceNode):
                     container.items = children
                 else:
-                    assert isinstance(container, Mapping)
+                    assert isinstance(container, MappingNode)
                     container.pairs = list(zip(children[0::2], children[1::2], strict=True))
                 if anchor:
                     open_anchors.discard(anchor)
@@ -289,7 +289,7 @@ def _events(loader: Any) -> Iterator[Any]:
         yield get()
 
 
-def entries(node: Mapping) -> Iterator[tuple[Scalar, Node]]:
+def entries(node: MappingNode) -> Iterator[tuple[Scalar, Node]]:
     """Yield a mapping's key/value pairs with ``<<`` merges applied (explicit keys win).
 
     Non-scalar keys and duplicate keys are reported through :class:`InvalidInput` by the
@@ -299,9 +299,9 @@ def entries(node: Mapping) -> Iterator[tuple[Scalar, Node]]:
     seen: set[str] = set()
     for key, value in node.pairs:
         if isinstance(key, Scalar) and _is_merge(key):
-            sources = value.items if isinstance(value, Sequence) else [value]
+            sources = value.items if isinstance(value, SequenceNode) else [value]
             for source in sources:
-                if isinstance(source, Mapping):
+                if isinstance(source, MappingNode):
                     for k, v in entries(source):
                         if k.text not in explicit and k.text not in seen:
                             seen.add(k.text)
@@ -367,13 +367,13 @@ def to_json(node: Node) -> Any:
         current, put = work.pop()
         if isinstance(current, Scalar):
             put(_scalar_json(current))
-        elif isinstance(current, Sequence):
+        elif isinstance(current, SequenceNode):
             items: list[Any] = [None] * len(current.items)
             put(items)
             for i, item in enumerate(current.items):
                 work.append((item, _setter(items, i)))
         else:
-            assert isinstance(current, Mapping)
+            assert isinstance(current, MappingNode)
             obj: dict[str, Any] = {}
             put(obj)
             seen: dict[str, Scalar] = {}

@@ -14,9 +14,9 @@ from eventcron.yamlsource import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
     DataError,
-    Mapping,
+    MappingNode,
     Scalar,
-    Sequence,
+    SequenceNode,
     entries,
     parse_bytes,
     parse_text,
@@ -35,10 +35,10 @@ def problem(text: str | bytes) -> str:
 
 def test_nodes_remember_line_and_column() -> None:
     root = parse_text("a: 1\nb:\n  - x\n  - 'y'\n", "f.yaml")
-    assert isinstance(root, Mapping)
+    assert isinstance(root, MappingNode)
     (ka, va), (_, vb) = root.pairs
     assert (ka.line, ka.col, va.line, va.col) == (1, 1, 1, 4)
-    assert isinstance(vb, Sequence)
+    assert isinstance(vb, SequenceNode)
     x, y = vb.items
     assert isinstance(x, Scalar) and isinstance(y, Scalar)
     assert (x.line, x.col, x.text, x.plain) == (3, 5, "x", True)
@@ -75,9 +75,9 @@ def test_data_that_json_cannot_carry_is_refused(source: str, message: str) -> No
 
 def test_merge_keys_are_expanded_and_explicit_keys_win() -> None:
     root = parse_text("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n", "f.yaml")
-    assert isinstance(root, Mapping)
+    assert isinstance(root, MappingNode)
     m = root.pairs[1][1]
-    assert isinstance(m, Mapping)
+    assert isinstance(m, MappingNode)
     assert {k.text: to_json(v) for k, v in entries(m)} == {"x": 1, "y": 3}
 
 

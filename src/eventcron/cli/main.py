@@ -1,0 +1,275 @@
+"""The command line: the parser, and main(), which runs one command and maps its errors.
+
+Each command lives in a module of its own group and is imported only when it runs, so that
+`eventcron --version` or `validate` never pays for the database layer, the HTTP stack or
+the scheduler. Exit codes: 0 success, 1 failure or invalid input, 2 usage error, 78 a
+configuration that cannot start (EX_CONFIG). Errors are sentences, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final, NoReturn
+
+from eventcron import __version__, env
+from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failure, UsageError, err
+from eventcron.clock import SystemClock
+from eventcron.states import STATUSES
+
+DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
+DEFAULT_LIST_LIMIT: Final = 50  # rows `deliveries` shows unless told otherwise
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self)
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Accepted before and after the command; SUPPRESS keeps a subcommand's absent option
+    # from overwriting what was given before it.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help=f"schedule file (default: ${env.CONFIG_ENV} or"
+                             f" ./{env.DEFAULT_CONFIG})")
+    parser.add_argument("--database", metavar="URL", default=default,
+                        help=f"ledger database URL (overrides the file and"
+                             f" ${env.DATABASE_ENV})")
+    parser.add_argument("--verbose", action="store_true", default=False if top else
+                        argparse.SUPPRESS, help="log debug detail (never the token)")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        default="text" if top else argparse.SUPPRESS,
+                        help="log lines as text (default) or one JSON object per line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every subcommand."""
+    parser = _Parser(prog="eventcron", description="Send scheduled events to the Inbound"
+                     " Events API: cron-exact timing, each occurrence once per user.")
+    parser.add_argument("--version", action="version", version=f"eventcron {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str, where: str) -> argparse.ArgumentParser:
+        # ``where`` is "module:function" in this package, imported when the command runs.
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, top=False)
+        p.set_defaults(func=where, parser=p)
+        return p
+
+    p = command("validate", "check a schedule file; print every problem", "schedules:cmd_validate")
+    p.add_argument("file", nargs="?", help="the schedule file (default: --config)")
+
+    p = command("next", "show upcoming fire times", "schedules:cmd_next")
+    p.add_argument("--cron", metavar="EXPR", help="a bare cron expression instead of the file")
+    p.add_argument("--timezone", metavar="TZ", help="zone for --cron (default UTC)")
+    p.add_argument("--schedule", metavar="ID", action="append",
+                   help="only this schedule (repeatable)")
+    p.add_argument("--user", metavar="ID", help="fires for this user: their zone and jitter")
+    p.add_argument("--count", metavar="N", type=_positive_int, default=DEFAULT_NEXT_COUNT,
+                   help=f"fires per schedule (default {DEFAULT_NEXT_COUNT})")
+    p.add_argument("--after", metavar="TIME", type=_rfc3339,
+                   help="list times strictly after this RFC 3339 time (default now)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    command("schema", "print the JSON Schema of the schedule file", "schedules:cmd_schema")
+
+    p = command("run", "run the daemon: fire schedules, deliver, retry, record", "service:cmd_run")
+    p.add_argument("--metrics", metavar="ADDR", type=_listen,
+                   help="serve /metrics and /healthz here (9108, 127.0.0.1:9108, [::1]:9108);"
+                        " overrides metrics.listen")
+
+    p = command("demo", "run the daemon against a built-in local receiver for a while",
+                "service:cmd_demo")
+    p.add_argument("--duration", metavar="TIME", type=_duration, default=20.0,
+                   help="how long to run (default 20s)")
+    p.add_argument("--keep", action="store_true", help="keep the demo's folder and ledger")
+
+    p = command("send", "send one event now (the documented curl call)", "endpoint:cmd_send")
+    p.add_argument("--user", metavar="ID", required=True, help="the app_user_id")
+    p.add_argument("--event-type", metavar="TYPE", required=True, help="the event_type")
+    p.add_argument("--data", metavar="JSON", default="{}", help="a JSON object (default {})")
+
+    p = command("status", "schedules, ledger counts, endpoint health", "operate:cmd_status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("deliveries", "list ledger rows, newest first", "operate:cmd_deliveries")
+    _filters(p)
+    p.add_argument("--limit", metavar="N", type=_non_negative_int, default=DEFAULT_LIST_LIMIT,
+                   help=f"rows at most (default {DEFAULT_LIST_LIMIT}; 0 for all)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    p = command("replay", "put failed or expired rows back to pending", "operate:cmd_replay")
+    _filters(p, statuses=("failed", "expired"))
+    p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
+
+    p = command("fire", "enqueue one occurrence of a schedule for its whole audience now",
+                "operate:cmd_fire")
+    p.add_argument("schedule", metavar="SCHEDULE", help="the schedule's id")
+    p.add_argument("--occurrence", metavar="TIME", type=_rfc3339,
+                   help="the occurrence's nominal time, RFC 3339 (default: the latest one"
+                        " not after now)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only count the rows it would add; write nothing")
+
+    p = command("token", "show the token's claims and expiry; exit 1 if expired",
+                "endpoint:cmd_token")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("sink", "run a local receiver that speaks the Inbound Events API",
+                "endpoint:cmd_sink")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_non_negative_int, default=8080,
+                   help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--path", default="/api/v1/webhook/event", help="the endpoint path")
+    p.add_argument("--secret", help="check HS256 signatures of tokens with this secret")
+    p.add_argument("--record", metavar="FILE", help="append each request as a JSON line")
+    p.add_argument("--fail-rate", type=_share, default=0.0, metavar="SHARE",
+                   help="share of requests answered with --fail-status (0-1)")
+    p.add_argument("--fail-status", type=int, default=503, metavar="CODE")
+    p.add_argument("--throttle-rate", type=_share, default=0.0, metavar="SHARE",
+                   help="share of requests answered 429 with Retry-After")
+    p.add_argument("--retry-after", type=_duration, default=1.0, metavar="TIME")
+    p.add_argument("--latency", type=_duration, default=0.0, metavar="TIME",
+                   help="added before each answer")
+    p.add_argument("--down-after", type=_duration, default=None, metavar="TIME",
+                   help="stop listening this long after start")
+    p.add_argument("--down-for", type=_duration, default=0.0, metavar="TIME")
+    p.add_argument("--down-every", type=_duration, default=None, metavar="TIME",
+                   help="repeat the outage this often")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    return parser
+
+
+def _filters(p: argparse.ArgumentParser,
+             statuses: Sequence[str] = STATUSES) -> None:
+    p.add_argument("--status", action="append", choices=statuses,
+                   help="only rows in this state (repeatable)")
+    p.add_argument("--schedule", metavar="ID", action="append",
+                   help="only this schedule (repeatable)")
+    p.add_argument("--user", metavar="ID", action="append", help="only this user (repeatable)")
+    p.add_argument("--since", metavar="TIME", type=_since,
+                   help="occurrences at or after TIME (RFC 3339, or a duration ago: 2h)")
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from eventcron import config
+
+    try:
+        return config.parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _duration(text: str) -> float:
+    from eventcron import config
+
+    try:
+        return config.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).rstrip(".")) from None
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _since(text: str) -> datetime:
+    from eventcron import config
+
+    try:
+        return SystemClock().now() - timedelta(seconds=config.parse_duration(text))
+    except ValueError:
+        return _rfc3339(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _rfc3339(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time such as 2026-12-01T09:00:00Z") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add Z or one such as +01:00")
+    return value.astimezone(UTC)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` and return the exit code."""
+    parser = build_parser()
+    args: argparse.Namespace | None = None
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        module, name = args.func.split(":")
+        run: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f"eventcron.cli.{module}"), name)
+        return run(args)
+    except UsageError as e:
+        (e.parser or getattr(args, "parser", None) or parser).print_usage(sys.stderr)
+        err(f"eventcron: error: {e}.")
+        return EXIT_USAGE
+    except SystemExit as e:  # --help and --version
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    except Failure as e:
+        err(f"eventcron: {e}")
+        return e.code
+    except KeyboardInterrupt:
+        err("eventcron: interrupted.")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing more to say to it.
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as e:
+        # The ledger refused mid-command (locked beyond its busy timeout, the server gone):
+        # a sentence, never a traceback; whatever it wrote is whole, so trying again is safe.
+        # (SQLAlchemy is imported only by commands that use it, so only they can raise it.)
+        errors = sys.modules.get("sqlalchemy.exc")
+        if errors is None or not isinstance(e, errors.SQLAlchemyError):
+            raise
+        cause = str(getattr(e, "orig", None) or e).strip().splitlines()
+        err(f"eventcron: the ledger failed: {cause[0] if cause else type(e).__name__};"
+             " nothing was left half-done, so try again.")
+        return EXIT_FAILURE
+
+
+def run_main() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

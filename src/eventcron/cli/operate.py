@@ -1,0 +1,294 @@
+"""Operator commands on the ledger: status, deliveries, replay, fire."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import zoneinfo
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from eventcron import config, plan
+from eventcron.cli.common import database_url, ledger_only, load, open_ledger
+from eventcron.cli.output import EXIT_OK, Failure, count, err, out
+from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
+from eventcron.problems import did_you_mean
+from eventcron.states import STATUSES
+
+if TYPE_CHECKING:
+    from eventcron.firing import Enqueued
+    from eventcron.ledger import Filters, Instance, Ledger, Row
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show schedules with their last and next fire, ledger counts and endpoint health.
+
+    Only the ledger is needed: when the schedule file is invalid (or, with ``--database``,
+    absent) it shows what the ledger knows, after one warning line if the file is invalid.
+    """
+    from eventcron.ledger import display_url
+
+    now = SystemClock().now()
+    with ledger_only(args, need_config=True, from_invalid_file=True) as (ledger, target):
+        counts = ledger.counts()
+        by_schedule = ledger.counts_by_schedule()
+        last_fired = ledger.last_fired()
+        health = ledger.health()
+        known = ledger.known_schedules() if target.cfg is None else set()
+    cfg = target.cfg
+    if target.problems:
+        shown = display_url(target.url)
+        err(f"eventcron: warning: {target.invalid()}; showing what the ledger {shown}"
+             " knows.")
+    none = dict.fromkeys(STATUSES, 0)
+    schedules: list[dict[str, Any]] = []
+    for s in cfg.schedules if cfg is not None else ():
+        upcoming = plan.upcoming(s, now, 1) if s.enabled else []
+        last = last_fired.get(s.id)
+        schedules.append({
+            "id": s.id, "kind": s.kind, "timezone": s.timezone, "enabled": s.enabled,
+            "event_type": s.event_type, "users": s.audience.size,
+            "last_fire": rfc3339(from_ms(last)) if last is not None else None,
+            "next_fire": rfc3339(upcoming[0].nominal) if upcoming else None,
+            "counts": by_schedule.get(s.id, none),
+        })
+    if cfg is None:  # what the ledger knows: no kind, zone, audience or next fire
+        for sid in sorted({*by_schedule, *last_fired, *known}):
+            last = last_fired.get(sid)
+            schedules.append({
+                "id": sid, "kind": None, "timezone": None, "enabled": None,
+                "event_type": None, "users": None,
+                "last_fire": rfc3339(from_ms(last)) if last is not None else None,
+                "next_fire": None, "counts": by_schedule.get(sid, none),
+            })
+    token_info = _token_status(cfg.endpoint.token, now) if cfg is not None else None
+    endpoint = {
+        "url": cfg.endpoint.url if cfg is not None else None,
+        "last_delivered_at": rfc3339(from_ms(health.last_delivered_at))
+        if health.last_delivered_at else None,
+        "last_error": health.last_error,
+        "last_error_at": rfc3339(from_ms(health.last_error_at)) if health.last_error_at else None,
+        "token": token_info,
+    }
+    file = ({"path": str(target.path), "valid": cfg is not None, "problems": target.problems}
+            if cfg is not None or target.problems else None)
+    if args.json:
+        out(json.dumps({"schedules": schedules, "counts": counts, "endpoint": endpoint,
+                         "file": file}, indent=2))
+        return EXIT_OK
+    out(f"Schedules in {cfg.path}:" if cfg is not None else "Schedules in the ledger:")
+    for item in schedules:
+        c = item["counts"]
+        tally = (f"{c['pending']} pending, {c['delivered']} delivered, {c['failed']} failed,"
+                 f" {c['expired']} expired")
+        if cfg is None:
+            out(f"  {item['id']}: last fire {item['last_fire'] or 'never'}; {tally}")
+            continue
+        state = "" if item["enabled"] else "  (disabled)"
+        out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']}, {item['users']:,}"
+             f" users; last fire {item['last_fire'] or 'never'}, next"
+             f" {item['next_fire'] or 'none'}; {tally}")
+    out("Ledger: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
+    out(f"Endpoint: {endpoint['url'] or 'unknown without a valid schedule file'}")
+    out(f"  last delivery: {endpoint['last_delivered_at'] or 'none yet'}")
+    if health.last_error:
+        out(f"  last error: {health.last_error} at {endpoint['last_error_at']}")
+    if token_info is not None:
+        out(f"  token: {token_info.get('summary') or token_info.get('problem')}")
+    return EXIT_OK
+
+
+def _token_status(source: config.TokenSource, now: datetime) -> dict[str, Any]:
+    """Describe the token's source and expiry for `status`, or the problem loading it."""
+    from eventcron import auth
+
+    info: dict[str, Any] = {"source": source.describe()}
+    try:
+        token = auth.load_token(source)
+    except auth.TokenError as e:
+        info["problem"] = str(e)
+    else:
+        info["expires_at"] = rfc3339(token.expires_at) if token.expires_at else None
+        info["expired"] = token.expired(now)
+        info["summary"] = auth.describe_expiry(token, now)
+    return info
+
+
+def _filters_of(args: argparse.Namespace) -> Filters:
+    from eventcron.ledger import Filters
+
+    return Filters(
+        status=tuple(args.status or ()), schedule=tuple(args.schedule or ()),
+        user=tuple(args.user or ()),
+        since=to_ms(args.since) if args.since is not None else None)
+
+
+def _row_json(r: Row) -> dict[str, Any]:
+    return {
+        "event_id": r.event_id, "schedule": r.schedule_id, "app_user_id": r.app_user_id,
+        "event_type": r.event_type, "scheduled_for": rfc3339(from_ms(r.scheduled_for)),
+        "status": r.status, "attempts": r.attempts,
+        "next_attempt_at": rfc3339(from_ms(r.next_attempt_at)) if r.status == "pending" else None,
+        "last_status_code": r.last_status_code, "last_error": r.last_error,
+        "delivered_at": rfc3339(from_ms(r.delivered_at)) if r.delivered_at else None,
+        "data": json.loads(r.data),
+    }
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    """List ledger rows."""
+    with ledger_only(args) as (ledger, _):
+        rows = ledger.rows(_filters_of(args), limit=args.limit or None)
+    if args.json:
+        out(json.dumps([_row_json(r) for r in rows], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        out("No deliveries match.")
+        return EXIT_OK
+    out(f"{'SCHEDULED (UTC)':<20}  {'STATUS':<9}  {'TRIES':>5}  {'CODE':>4}  SCHEDULE / USER /"
+         " EVENT TYPE / LAST ERROR")
+    for r in rows:
+        code = str(r.last_status_code) if r.last_status_code is not None else "-"
+        error = f"  {r.last_error}" if r.last_error and r.status != "delivered" else ""
+        out(f"{rfc3339(from_ms(r.scheduled_for)):<20}  {r.status:<9}  {r.attempts:>5}  {code:>4}"
+             f"  {r.schedule_id} / {r.app_user_id} / {r.event_type}{error}")
+    if args.limit and len(rows) == args.limit:
+        out(f"(the newest {args.limit}; --limit 0 shows all)", sys.stderr)
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Put failed or expired rows back to pending."""
+    filters = _filters_of(args)
+    with ledger_only(args, need_config=True) as (ledger, target):
+        # Replayed rows expire after the file's delivery.expires_after, or the default.
+        policy = target.cfg.delivery if target.cfg is not None else config.Delivery()
+        if target.problems and not args.dry_run:
+            err(f"eventcron: warning: {target.invalid()}; replayed events expire"
+                 f" {config.format_duration(policy.expires_after)} from now, the default.")
+        now = SystemClock().now()
+        n = ledger.replay(filters, to_ms(now), round(policy.expires_after * 1000),
+                          dry_run=args.dry_run)
+    what = "/".join(filters.status) if filters.status else "failed or expired"
+    if args.dry_run:
+        out(f"{n:,} {what} events would be replayed (dry run; nothing changed).")
+    else:
+        out(f"{n:,} {what} events are pending again; a running eventcron sends them now.")
+    return EXIT_OK
+
+
+def cmd_fire(args: argparse.Namespace) -> int:
+    """Enqueue one occurrence of a schedule now, through the ledger's unique key."""
+    import asyncio
+
+    cfg = load(args)
+    schedule = cfg.schedule(args.schedule)
+    if schedule is None:
+        known = ", ".join(s.id for s in cfg.schedules) or "none"
+        hint = did_you_mean(args.schedule, [s.id for s in cfg.schedules])
+        raise Failure(f"no schedule {args.schedule!r} in {cfg.path}{hint}; it has: {known}.")
+    if not schedule.enabled:
+        raise Failure(f"schedule {schedule.id!r} is disabled in {cfg.path}; a running instance"
+                      " would cancel its rows. Enable it first.")
+    clock = SystemClock()
+    now = clock.now()
+    try:
+        picked = plan.occurrences_to_fire(schedule, now, args.occurrence)
+    except plan.NoSuchOccurrence as e:
+        raise Failure(str(e)) from None
+    for _job, nominal in picked:
+        if nominal > now:
+            raise Failure(f"{rfc3339(nominal)} is still to come; the schedule fires it by"
+                          " itself then (`eventcron next` lists when).")
+        expires = nominal + timedelta(seconds=cfg.delivery.expires_after)
+        if expires <= now:
+            raise Failure(f"the occurrence at {rfc3339(nominal)} expired at {rfc3339(expires)}"
+                          f" (delivery.expires_after,"
+                          f" {config.format_duration(cfg.delivery.expires_after)}): its events"
+                          " would never be sent.")
+    ledger = open_ledger(database_url(args, cfg))
+    counts: list[Enqueued]
+    if args.dry_run:
+        try:
+            counts = [_count_fire(ledger, job, nominal) for job, nominal in picked]
+        finally:
+            ledger.close()
+    else:
+        counts, instances = asyncio.run(_fire_now(ledger, cfg, picked))
+    for (job, nominal), (users, added) in zip(picked, counts, strict=True):
+        local = nominal.astimezone(zoneinfo.ZoneInfo(job.zone))
+        verb, had = ("would add", "present") if args.dry_run else ("added", "already existed")
+        out(f"{schedule.id} at {rfc3339(nominal)} ({local.isoformat(timespec='seconds')}"
+             f" {job.zone}): {verb} {count(added, 'new row')};"
+             f" {count(users - added, 'row')} {had}.")
+    if args.dry_run:
+        out("Dry run: nothing was written.")
+        return EXIT_OK
+    out(_who_sends(instances, to_ms(clock.now()), cfg.sha256))
+    return EXIT_OK
+
+
+def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
+    from eventcron.firing import Enqueued
+
+    members = (m.id for m in job.schedule.members(job.zone))
+    users = present = 0
+    while chunk := list(itertools.islice(members, 5_000)):  # streamed, as a fire is
+        users += len(chunk)
+        present += ledger.count_present(job.schedule.id, job.schedule.event_type,
+                                        to_ms(nominal), chunk)
+    return Enqueued(users, users - present)
+
+
+async def _fire_now(ledger: Ledger, cfg: config.Config,
+                    picked: list[tuple[plan.Job, datetime]]
+                    ) -> tuple[list[Enqueued], list[Instance]]:
+    from eventcron.firing import Firer
+    from eventcron.ledger import LedgerThread
+
+    # The daemon's own firing path: batches, the fire record, progress lines, the unique key.
+    db = LedgerThread(ledger)
+    try:
+        firer = Firer(db, SystemClock(), lambda: cfg.delivery, on_enqueued=lambda: None)
+        counts = [await firer.fire(job, nominal, "eventcron fire", by_hand=True)
+                  for job, nominal in picked]
+        return counts, await db.call(ledger.instances)
+    finally:
+        db.close()
+
+
+def _who_sends(instances: list[Instance], now_ms: int, plan_sha256: str) -> str:
+    """Say whether a running instance will send the rows just enqueued."""
+    alive = [i for i in instances if i.alive(now_ms)]
+    if not alive:
+        if not instances:
+            return ("No instance has run against this ledger yet: the rows wait pending until"
+                    " `eventcron run` starts.")
+        last = instances[0]
+        why = "stopped" if last.stopped_at is not None else "no heartbeat since: crashed or cut off"
+        return (f"No instance is running (last seen {_ago(now_ms - last.last_seen)} ago on"
+                f" {last.host}, {why}): the rows wait pending until one starts.")
+    who = "; ".join(f"{i.host} pid {i.pid}, last seen {_ago(now_ms - i.last_seen)} ago"
+                    for i in alive)
+    lines = [f"A running instance will send them ({who})."]
+    if any(i.paused for i in alive):
+        lines.append("But sending is paused: the endpoint refused the token (see `eventcron"
+                     " status`).")
+    if all(i.plan_sha256 != plan_sha256 for i in alive):
+        lines.append(f"Note: the running instances run another version of the schedule file"
+                     f" (plan {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); rows of"
+                     " a schedule their version lacks are cancelled, not sent.")
+    return "\n".join(lines)
+
+
+def _ago(ms_: int) -> str:
+    seconds = max(0, ms_ // 1000)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

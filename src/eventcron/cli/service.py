@@ -1,0 +1,79 @@
+"""Commands that run the daemon: run, demo."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from eventcron import config, logs
+from eventcron.cli.common import database_url, load
+from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure
+from eventcron.clock import SystemClock, to_ms
+
+if TYPE_CHECKING:
+    from eventcron import auth
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    import asyncio
+
+    from eventcron.daemon import Daemon
+    from eventcron.ledger import Ledger, LedgerError
+    from eventcron.metrics import ListenError
+
+    logs.setup(args.log_format, verbose=args.verbose)
+    cfg = load(args, code=EXIT_CONFIG)
+    clock = SystemClock()
+    token = usable_token(cfg.endpoint.token, clock.now())
+    try:
+        ledger = Ledger.open(database_url(args, cfg), create=True)
+        try:
+            ledger.check_writable(to_ms(clock.now()))
+        except BaseException:
+            ledger.close()
+            raise
+    except LedgerError as e:
+        # A database that may come back (unreachable, busy) exits 1 so systemd retries; a
+        # ledger that cannot be opened or written is configuration: 78 stops the restarts.
+        raise Failure(f"{e} Not starting.", EXIT_FAILURE if e.temporary else EXIT_CONFIG
+                      ) from None
+    daemon = Daemon(cfg, token, ledger, clock=clock, metrics_listen=args.metrics)
+    try:
+        return asyncio.run(daemon.run())
+    except ListenError as e:
+        raise Failure(str(e)) from None
+
+
+def usable_token(source: config.TokenSource, now: datetime) -> auth.Token:
+    """Load the token for `run`; exit 78 when there is none or it has expired."""
+    from eventcron import auth
+
+    try:
+        token = auth.load_token(source)
+    except auth.TokenError as e:
+        raise Failure(f"{e} eventcron needs the API token (endpoint.token); not starting.",
+                      EXIT_CONFIG) from None
+    if token.expired(now):
+        raise Failure(f"{auth.describe_expiry(token, now)}; get a new one from the console's"
+                      " Settings page. Not starting.", EXIT_CONFIG)
+    warning = auth.loose_permissions(source)
+    if warning:
+        logs.warn(warning)
+    if not token.is_jwt:
+        logs.warn(f"{auth.describe_expiry(token, now)}; eventcron cannot warn before it"
+                  " expires")
+    return token
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    import asyncio
+
+    from eventcron.demo import run_demo
+
+    logs.setup(args.log_format, verbose=args.verbose)
+    if not args.verbose:
+        logs.quiet()
+    return asyncio.run(run_demo(args.duration, keep=args.keep))
