@@ -184,14 +184,18 @@ def _share(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _whole(text: str, low: int, too_low: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} {too_low}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole(text, 0, "must not be negative")
 
 
 def _since(text: str) -> datetime:
@@ -204,13 +208,7 @@ def _since(text: str) -> datetime:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+    return _whole(text, 1, "must be at least 1")
 
 
 def _rfc3339(text: str) -> datetime:
