@@ -165,6 +165,7 @@ def test_removing_a_schedule_while_it_fires_cancels_everything(tmp_path: Path) -
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_a_ledger_locked_during_reload_does_not_stop_the_daemon(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="eventcron")
@@ -181,13 +182,15 @@ def test_a_ledger_locked_during_reload_does_not_stop_the_daemon(
             schedules:
               - {id: a, event_type: "a:b", every: 1s, users: [u1]}
             """)
-            locked = threading.Event()
+            locked, release = threading.Event(), threading.Event()
 
             def hold_lock() -> None:
                 conn = sqlite3.connect(str(tmp_path / "eventcron.db"), timeout=30)
                 conn.execute("BEGIN EXCLUSIVE")
                 locked.set()
-                time.sleep(13)  # longer than the ledger's busy timeout (10 s)
+                # Held until the reload is over, however long the ledger thread's queue makes
+                # it wait: its writes then outlast the busy timeout (10 s) and fail.
+                release.wait(90)
                 conn.rollback()
                 conn.close()
 
@@ -195,7 +198,12 @@ def test_a_ledger_locked_during_reload_does_not_stop_the_daemon(
             holder.start()
             await asyncio.to_thread(locked.wait, 30)
             run.daemon.request_reload()
-            await asyncio.to_thread(holder.join, 60)
+            try:
+                await run.until(lambda: any(r.getMessage().startswith("reloaded ")
+                                            for r in caplog.records), within=90)
+            finally:
+                release.set()
+                await asyncio.to_thread(holder.join, 60)
             seen = len([r for r in run.sink.delivered() if r.app_user_id == "u1"])
             await run.until(lambda: len(
                 [r for r in run.sink.delivered() if r.app_user_id == "u1"]) > seen + 1)
