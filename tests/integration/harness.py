@@ -8,12 +8,13 @@ import os
 import secrets
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from eventcron import auth, config
@@ -223,3 +224,20 @@ async def running(folder: Path, body: str, *, delivery: str = "",
     finally:
         if own_sink:
             await sink.stop()
+
+
+def with_a_later_time_until_in_time(tmp_path: Path,
+                                    scenario: Callable[[Path, float], Coroutine[Any, Any, bool]],
+                                    ) -> None:
+    """Run ``scenario(folder, ahead)`` with each lead of :data:`AHEAD` until it returns True.
+
+    For tests that need the daemon's own fire of an ``at:`` occurrence: a scenario returns
+    False when the daemon loaded its plan after that time (a loaded machine), and it is
+    started over, in a fresh folder, with a later time.
+    """
+    for i, ahead in enumerate(AHEAD):
+        folder = tmp_path / f"try{i}"
+        folder.mkdir()
+        if asyncio.run(scenario(folder, ahead)):
+            return
+    pytest.fail(f"the daemon never started before its at: time, even {AHEAD[-1]:g} s ahead")

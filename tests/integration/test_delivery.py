@@ -14,7 +14,13 @@ import pytest
 from eventcron import __version__
 from eventcron.ledger import Filters
 from eventcron.sink import Faults
-from tests.integration.harness import AHEAD, running, soon, write_schedule, write_token
+from tests.integration.harness import (
+    running,
+    soon,
+    with_a_later_time_until_in_time,
+    write_schedule,
+    write_token,
+)
 
 FAST_RETRY = """
 initial_backoff: 100ms
@@ -175,12 +181,7 @@ def test_events_expire_after_expires_after(tmp_path: Path) -> None:
         assert row.last_error is not None and "expir" in row.last_error
         return True
 
-    for i, ahead in enumerate(AHEAD):
-        folder = tmp_path / f"try{i}"
-        folder.mkdir()
-        if asyncio.run(scenario(folder, ahead)):
-            return
-    pytest.fail(f"the daemon never started before its at: time, even {AHEAD[-1]:g} s ahead")
+    with_a_later_time_until_in_time(tmp_path, scenario)
 
 
 @pytest.mark.slow

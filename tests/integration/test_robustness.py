@@ -15,7 +15,13 @@ import pytest
 
 from eventcron.ledger import Filters, Ledger
 from eventcron.sink import Faults, Sink
-from tests.integration.harness import AHEAD, SECRET, running, soon, write_schedule
+from tests.integration.harness import (
+    SECRET,
+    running,
+    soon,
+    with_a_later_time_until_in_time,
+    write_schedule,
+)
 
 
 @pytest.mark.slow
@@ -156,12 +162,7 @@ def test_removing_a_schedule_while_it_fires_cancels_everything(tmp_path: Path) -
         assert [f.status for f in fires] == ["skipped"]  # the fire is closed, not left open
         return True
 
-    for i, ahead in enumerate(AHEAD):
-        folder = tmp_path / f"try{i}"
-        folder.mkdir()
-        if asyncio.run(scenario(folder, ahead)):
-            return
-    pytest.fail(f"the daemon never started before its at: time, even {AHEAD[-1]:g} s ahead")
+    with_a_later_time_until_in_time(tmp_path, scenario)
 
 
 @pytest.mark.slow
@@ -251,12 +252,7 @@ def test_an_audience_file_that_vanishes_before_a_fire_is_retried_not_lost(
         assert any("cannot stream the audience" in r.getMessage() for r in caplog.records)
         return True
 
-    for i, ahead in enumerate(AHEAD):
-        folder = tmp_path / f"try{i}"
-        folder.mkdir()
-        if asyncio.run(scenario(folder, ahead)):
-            return
-    pytest.fail(f"the daemon never started before its at: time, even {AHEAD[-1]:g} s ahead")
+    with_a_later_time_until_in_time(tmp_path, scenario)
 
 
 def test_sink_fixture_secret_is_long_enough() -> None:
