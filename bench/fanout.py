@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Figure, write_csv
-from eventcron import config, plan
+from eventcron import config
 from eventcron.clock import SystemClock
-from eventcron.firing import Firer
+from eventcron.firing import plan
+from eventcron.firing.firer import Firer
 from eventcron.ledger import Ledger, LedgerThread, event_id
 
 TARGET_SECONDS = 10.0  # for a million users

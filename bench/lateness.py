@@ -15,14 +15,15 @@ from pathlib import Path
 
 from bench.common import Figure
 from bench.nginx import nginx
-from eventcron import auth, config
-from eventcron.auth import Token
+from eventcron import config
 from eventcron.clock import SystemClock
 from eventcron.config import TokenSource
-from eventcron.daemon import Daemon
+from eventcron.delivery import auth
+from eventcron.delivery.auth import Token
+from eventcron.delivery.sender import Sender
 from eventcron.ledger import Ledger, event_ids
-from eventcron.sender import Sender
-from eventcron.sink import make_token
+from eventcron.service.daemon import Daemon
+from eventcron.testing.sink import make_token
 
 TARGET_P99_MS = 50.0
 CONCURRENCY = 256  # requests in flight: a burst of due events is what this measures

@@ -41,8 +41,9 @@ def child(path: Path) -> dict[str, float]:
     """Load, validate, plan and schedule every job, as `eventcron run` does at start."""
     from datetime import UTC, datetime
 
-    from eventcron import config, plan
-    from eventcron.clockwork import Clockwork
+    from eventcron import config
+    from eventcron.firing import plan
+    from eventcron.firing.scheduler import Clockwork
 
     began = time.perf_counter()
     cfg = config.load(path)

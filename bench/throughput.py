@@ -13,15 +13,16 @@ from pathlib import Path
 import httpx
 
 from bench.common import Figure, write_csv
-from eventcron import auth, config
-from eventcron.auth import Token
+from eventcron import config
 from eventcron.clock import SystemClock
 from eventcron.config import TokenSource
-from eventcron.daemon import Daemon
+from eventcron.delivery import auth
+from eventcron.delivery.auth import Token
+from eventcron.delivery.retry import Decision, Outcome
+from eventcron.delivery.sender import Sender
 from eventcron.ledger import Claimed, Ledger
-from eventcron.retry import Decision, Outcome
-from eventcron.sender import Sender
-from eventcron.sink import make_token
+from eventcron.service.daemon import Daemon
+from eventcron.testing.sink import make_token
 
 CONCURRENCY = 64  # requests in flight, for eventcron and every baseline alike
 TARGET_RATE = 2000.0  # deliveries/s

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from eventcron import auth, config
+from eventcron import config
 from eventcron.clock import Clock, SystemClock
-from eventcron.daemon import Daemon
+from eventcron.delivery import auth
 from eventcron.ledger import PASSED_BEFORE_LOAD, Filters, Ledger, Row, deliveries
-from eventcron.sink import Faults, Sink, make_token
+from eventcron.service.daemon import Daemon
+from eventcron.testing.sink import Faults, Sink, make_token
 from eventcron.timing import AtTiming
 from tests.acceptance.conftest import eventcron_command
 

@@ -16,7 +16,7 @@ import pytest
 from eventcron import config
 from eventcron.clock import rfc3339, to_ms
 from eventcron.ledger import PASSED_BEFORE_LOAD, Ledger
-from eventcron.notify import Notifier
+from eventcron.service.notify import Notifier
 from tests.integration.harness import running, write_schedule
 
 

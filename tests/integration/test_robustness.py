@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eventcron.ledger import Filters, Ledger
-from eventcron.sink import Faults, Sink
+from eventcron.testing.sink import Faults, Sink
 from tests.integration.harness import (
     SECRET,
     running,

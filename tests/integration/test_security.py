@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eventcron.auth import Token
 from eventcron.config import TokenSource
-from eventcron.sender import Sender
+from eventcron.delivery.auth import Token
+from eventcron.delivery.sender import Sender
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="needs the openssl command to make certificates")

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventcron.notify import Notifier
-from eventcron.sink import Faults
+from eventcron.service.notify import Notifier
+from eventcron.testing.sink import Faults
 from tests.integration.harness import running
 
 

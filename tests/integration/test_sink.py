@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from eventcron.sink import (
+from eventcron.testing.sink import (
     DEFAULT_PATH,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,

@@ -24,13 +24,14 @@ from typing import Literal
 
 import pytest
 
-from eventcron import auth, config
-from eventcron.auth import Token
+from eventcron import config
 from eventcron.clock import SystemClock
 from eventcron.config import TokenSource
-from eventcron.daemon import Daemon
+from eventcron.delivery import auth
+from eventcron.delivery.auth import Token
+from eventcron.delivery.sender import Sender
 from eventcron.ledger import Filters, Ledger, Row
-from eventcron.sender import Sender
+from eventcron.service.daemon import Daemon
 from tests.integration.harness import write_token
 
 Action = Literal["answer", "close", "reset", "partial", "silent"]

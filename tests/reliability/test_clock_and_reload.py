@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from eventcron.ledger import PASSED_BEFORE_LOAD, Ledger
-from eventcron.sink import Faults, Sink
+from eventcron.testing.sink import Faults, Sink
 from tests.integration.harness import SECRET, Running, running, soon, write_schedule
 from tests.reliability.invariants import check
 

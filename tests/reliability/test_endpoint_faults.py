@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from eventcron.sink import Faults, Sink, make_token
+from eventcron.testing.sink import Faults, Sink, make_token
 from tests.integration.harness import SECRET, Running, running, soon
 from tests.reliability.invariants import check, rows_of
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from eventcron import config, plan
+from eventcron import config
+from eventcron.firing import plan
 from eventcron.problems import InvalidInput
 
 HEAD = """\

@@ -8,7 +8,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from eventcron.auth import (
+from eventcron.config import TokenSource
+from eventcron.delivery.auth import (
     Token,
     TokenError,
     describe_expiry,
@@ -16,7 +17,6 @@ from eventcron.auth import (
     loose_permissions,
     read_token,
 )
-from eventcron.config import TokenSource
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 KEY = "k" * 40

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventcron import catchup, config, plan
+from eventcron import config
+from eventcron.firing import catchup, plan
 from eventcron.timing import AtTiming, CronExpr, CronTiming, EveryTiming, iter_between, latest_until
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventcron.catchup import MAX_MISSED, decide, missed
+from eventcron.firing.catchup import MAX_MISSED, decide, missed
 from eventcron.timing import EveryTiming
 
 NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)

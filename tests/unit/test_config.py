@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from eventcron import cli, config
+from eventcron.config.schema import schema
+from eventcron.config.template import DataTemplate
 from eventcron.problems import InvalidInput
-from eventcron.schema import schema
-from eventcron.template import DataTemplate
 from eventcron.timing import AtTiming, CronTiming, EveryTiming
 
 ROOT = Path(__file__).resolve().parents[2]

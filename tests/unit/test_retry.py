@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventcron.config import Delivery
-from eventcron.retry import Outcome, backoff, classify, decide, parse_retry_after
+from eventcron.delivery.retry import Outcome, backoff, classify, decide, parse_retry_after
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventcron.template import DataTemplate
+from eventcron.config.template import DataTemplate
 
 FIXED = {"scheduled_for": "2026-12-01T08:00:00Z",
          "scheduled_for_local": "2026-12-01T09:00:00+01:00",

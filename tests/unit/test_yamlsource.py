@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventcron.problems import InvalidInput
-from eventcron.yamlsource import (
+from eventcron.config.yamlsource import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
     DataError,
@@ -23,6 +22,7 @@ from eventcron.yamlsource import (
     read_file,
     to_json,
 )
+from eventcron.problems import InvalidInput
 
 
 def problem(text: str | bytes) -> str:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventcron import config, env
+from eventcron import config
 from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure, err
+from eventcron.config import locate
 from eventcron.problems import InvalidInput
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def load(args: argparse.Namespace, path: Path | None = None, *,
     path = path or config_path(args)
     if not path.exists() and not path.is_symlink():
         raise Failure(f"there is no schedule file at {path}; pass --config FILE or set"
-                      f" ${env.CONFIG_ENV}.", code)
+                      f" ${locate.CONFIG_ENV}.", code)
     try:
         return config.load(path)
     except InvalidInput as e:
@@ -49,10 +50,10 @@ def explicit_database(args: argparse.Namespace) -> str | None:
 
     Either may be a URL or a plain path to an SQLite file, relative to the current folder.
     """
-    explicit = args.database or os.environ.get(env.DATABASE_ENV)
+    explicit = args.database or os.environ.get(locate.DATABASE_ENV)
     if not explicit:
         return None
-    where = "--database" if args.database else f"${env.DATABASE_ENV}"
+    where = "--database" if args.database else f"${locate.DATABASE_ENV}"
     try:
         return config.ledger_url(str(explicit), Path.cwd())
     except ValueError as e:
@@ -110,7 +111,7 @@ def ledger_target(args: argparse.Namespace, *, need_config: bool = False,
         return target
     if not exists:
         raise Failure(f"there is no schedule file at {path}; pass --config FILE or set"
-                      f" ${env.CONFIG_ENV}, or name the ledger with --database URL or"
+                      f" ${locate.CONFIG_ENV}, or name the ledger with --database URL or"
                       " PATH.")
     try:
         cfg = config.load(path)

@@ -8,18 +8,18 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eventcron.audience import check_id
 from eventcron.cli.common import load
 from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, Failure, UsageError, out
 from eventcron.cli.service import usable_token
 from eventcron.clock import SystemClock, rfc3339, to_ms
+from eventcron.config.audience import check_id
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Send one event now, without the ledger, and report what the endpoint said."""
     import asyncio
 
-    from eventcron.sender import Sender
+    from eventcron.delivery.sender import Sender
 
     try:
         data = json.loads(args.data)
@@ -55,7 +55,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Show the token's claims (never the token) and expiry."""
-    from eventcron import auth
+    from eventcron.delivery import auth
 
     cfg = load(args)
     now = SystemClock().now()
@@ -91,7 +91,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     """Run the local receiver until interrupted."""
     import asyncio
 
-    from eventcron.sink import Faults, serve
+    from eventcron.testing.sink import Faults, serve
 
     try:
         faults = Faults(fail_rate=args.fail_rate, fail_status=args.fail_status,

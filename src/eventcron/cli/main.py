@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, NoReturn
 
-from eventcron import __version__, env
+from eventcron import __version__
 from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failure, UsageError, err
 from eventcron.clock import SystemClock
+from eventcron.config import locate
 from eventcron.states import STATUSES
 
 DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
@@ -34,11 +35,11 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # from overwriting what was given before it.
     default = None if top else argparse.SUPPRESS
     parser.add_argument("--config", metavar="FILE", default=default,
-                        help=f"schedule file (default: ${env.CONFIG_ENV} or"
-                             f" ./{env.DEFAULT_CONFIG})")
+                        help=f"schedule file (default: ${locate.CONFIG_ENV} or"
+                             f" ./{locate.DEFAULT_CONFIG})")
     parser.add_argument("--database", metavar="URL", default=default,
                         help=f"ledger database URL (overrides the file and"
-                             f" ${env.DATABASE_ENV})")
+                             f" ${locate.DATABASE_ENV})")
     parser.add_argument("--verbose", action="store_true", default=False if top else
                         argparse.SUPPRESS, help="log debug detail (never the token)")
     parser.add_argument("--log-format", choices=("text", "json"),

@@ -10,15 +10,16 @@ import zoneinfo
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from eventcron import config, plan
+from eventcron import config
 from eventcron.cli.common import database_url, ledger_only, load, open_ledger
 from eventcron.cli.output import EXIT_OK, Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
+from eventcron.firing import plan
 from eventcron.problems import did_you_mean
 from eventcron.states import STATUSES
 
 if TYPE_CHECKING:
-    from eventcron.firing import Enqueued
+    from eventcron.firing.firer import Enqueued
     from eventcron.ledger import Filters, Instance, Ledger, Row
 
 
@@ -102,7 +103,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _token_status(source: config.TokenSource, now: datetime) -> dict[str, Any]:
     """Describe the token's source and expiry for `status`, or the problem loading it."""
-    from eventcron import auth
+    from eventcron.delivery import auth
 
     info: dict[str, Any] = {"source": source.describe()}
     try:
@@ -231,7 +232,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
 
 
 def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
-    from eventcron.firing import Enqueued
+    from eventcron.firing.firer import Enqueued
 
     members = (m.id for m in job.schedule.members(job.zone))
     users = present = 0
@@ -245,7 +246,7 @@ def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
 async def _fire_now(ledger: Ledger, cfg: config.Config,
                     picked: list[tuple[plan.Job, datetime]]
                     ) -> tuple[list[Enqueued], list[Instance]]:
-    from eventcron.firing import Firer
+    from eventcron.firing.firer import Firer
     from eventcron.ledger import LedgerThread
 
     # The daemon's own firing path: batches, the fire record, progress lines, the unique key.

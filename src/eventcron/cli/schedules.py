@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventcron import config, plan
-from eventcron.audience import Member, check_zone
+from eventcron import config
 from eventcron.cli.common import config_path, load
 from eventcron.cli.output import EXIT_OK, Failure, UsageError, count, err, local_iso, out
 from eventcron.clock import SystemClock, rfc3339
-from eventcron.schema import schema
+from eventcron.config.audience import Member, check_zone
+from eventcron.config.schema import schema
+from eventcron.firing import plan
 from eventcron.timing import CronExpr, CronSyntaxError, CronTiming
 
 

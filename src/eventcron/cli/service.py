@@ -12,16 +12,16 @@ from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure
 from eventcron.clock import SystemClock, to_ms
 
 if TYPE_CHECKING:
-    from eventcron import auth
+    from eventcron.delivery import auth
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     import asyncio
 
-    from eventcron.daemon import Daemon
     from eventcron.ledger import Ledger, LedgerError
     from eventcron.metrics import ListenError
+    from eventcron.service.daemon import Daemon
 
     logs.setup(args.log_format, verbose=args.verbose)
     cfg = load(args, code=EXIT_CONFIG)
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def usable_token(source: config.TokenSource, now: datetime) -> auth.Token:
     """Load the token for `run`; exit 78 when there is none or it has expired."""
-    from eventcron import auth
+    from eventcron.delivery import auth
 
     try:
         token = auth.load_token(source)
@@ -71,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     import asyncio
 
-    from eventcron.demo import run_demo
+    from eventcron.service.demo import run_demo
 
     logs.setup(args.log_format, verbose=args.verbose)
     if not args.verbose:

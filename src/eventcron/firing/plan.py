@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from eventcron.audience import Member
 from eventcron.clock import rfc3339
 from eventcron.config import Config, Schedule
+from eventcron.config.audience import Member
 from eventcron.timing import Timing, jitter_delay, latest_until
 
 

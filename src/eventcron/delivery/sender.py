@@ -2,7 +2,8 @@
 
 ``POST <url>`` with ``Content-Type: application/json``, ``Authorization: Bearer <JWT>`` and
 the body ``{"app_user_id", "event_type", "data"}``, plus ``Idempotency-Key: <event_id>``
-and ``User-Agent: eventcron/<version>``. The answer is classified by :mod:`eventcron.retry`.
+and ``User-Agent: eventcron/<version>``. The answer is classified by
+:mod:`eventcron.delivery.retry`.
 Responses are read only as far as needed, so a huge or endless body cannot hold memory
 or a connection hostage.
 """
@@ -17,9 +18,9 @@ from typing import Final
 import httpx
 
 from eventcron import __version__
-from eventcron.auth import Token
-from eventcron.retry import Outcome, classify, parse_retry_after
-from eventcron.transport import AiohttpTransport, default_ssl_context
+from eventcron.delivery.auth import Token
+from eventcron.delivery.retry import Outcome, classify, parse_retry_after
+from eventcron.delivery.transport import AiohttpTransport, default_ssl_context
 
 USER_AGENT: Final = f"eventcron/{__version__}"
 MAX_ERROR_BODY: Final = 512  # bytes of an error response kept for last_error

@@ -17,12 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final, TextIO
 
-from eventcron import auth, config
+from eventcron import config
 from eventcron.clock import SystemClock
-from eventcron.daemon import Daemon
+from eventcron.delivery import auth
+from eventcron.delivery.retry import Decision, Outcome
 from eventcron.ledger import Claimed, Ledger
-from eventcron.retry import Decision, Outcome
-from eventcron.sink import Faults, Sink, make_token
+from eventcron.service.daemon import Daemon
+from eventcron.testing.sink import Faults, Sink, make_token
 
 DEMO_DURATION: Final = 20.0  # seconds
 DEMO_TOKEN_LIFETIME: Final = 30 * 86400.0  # seconds: long enough not to warn of expiry

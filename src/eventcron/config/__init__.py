@@ -2,7 +2,7 @@
 
 Every problem in a file is reported at once as ``path:line:col: message``; a file with any
 problem yields no Config at all, so a bad edit is never half-applied. Keys of each section
-come from :mod:`eventcron.schema`, the same source the JSON Schema is printed from.
+come from :mod:`eventcron.config.schema`, the same source the JSON Schema is printed from.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit
 
-from eventcron import schema
-from eventcron.audience import (
+from eventcron.config import schema
+from eventcron.config.audience import (
     ID_COLUMN,
     TZ_COLUMN,
     Audience,
@@ -31,20 +31,9 @@ from eventcron.audience import (
     duplicate_message,
     scan_csv,
 )
-from eventcron.env import CONFIG_ENV, DEFAULT_CONFIG, STATE_DIRECTORY_ENV
-from eventcron.problems import InvalidInput, Problems, did_you_mean, quote_list
-from eventcron.template import BUILTIN_NAMES, USER_PREFIX, DataTemplate, placeholders
-from eventcron.timing import (
-    UTC,
-    AtTiming,
-    CronExpr,
-    CronSyntaxError,
-    CronTiming,
-    EveryTiming,
-    Timing,
-    resolve_wall,
-)
-from eventcron.yamlsource import (
+from eventcron.config.locate import CONFIG_ENV, DEFAULT_CONFIG, STATE_DIRECTORY_ENV
+from eventcron.config.template import BUILTIN_NAMES, USER_PREFIX, DataTemplate, placeholders
+from eventcron.config.yamlsource import (
     DataError,
     MappingNode,
     Node,
@@ -55,6 +44,17 @@ from eventcron.yamlsource import (
     parse_bytes,
     read_raw,
     to_json,
+)
+from eventcron.problems import InvalidInput, Problems, did_you_mean, quote_list
+from eventcron.timing import (
+    UTC,
+    AtTiming,
+    CronExpr,
+    CronSyntaxError,
+    CronTiming,
+    EveryTiming,
+    Timing,
+    resolve_wall,
 )
 
 DEFAULT_URL: Final = "https://api.init.ai/api/v1/webhook/event"

@@ -20,12 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from eventcron.clock import Clock, ms
 from eventcron.config import Delivery
+from eventcron.delivery.retry import Decision, Outcome, decide
+from eventcron.delivery.sender import Sender
 from eventcron.ledger import Claimed, Ledger, LedgerThread, Result
 from eventcron.logs import Limiter
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
-from eventcron.retry import Decision, Outcome, decide
-from eventcron.sender import Sender
 
 log = logging.getLogger("eventcron.dispatch")
 

@@ -25,13 +25,16 @@ from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcron import __version__, auth, catchup, config, plan
-from eventcron.audience import AudienceError, file_stamp
-from eventcron.auth import Token, TokenError
+from eventcron import __version__, config
 from eventcron.clock import Clock, from_ms, monotonic, rfc3339, to_ms
-from eventcron.clockwork import FIRE_LEAD, Clockwork
-from eventcron.dispatch import Dispatcher, ResultHook
-from eventcron.firing import Firer
+from eventcron.config.audience import AudienceError, file_stamp
+from eventcron.delivery import auth
+from eventcron.delivery.auth import Token, TokenError
+from eventcron.delivery.dispatch import Dispatcher, ResultHook
+from eventcron.delivery.sender import Sender
+from eventcron.firing import catchup, plan
+from eventcron.firing.firer import Firer
+from eventcron.firing.scheduler import FIRE_LEAD, Clockwork
 from eventcron.ledger import (
     HEARTBEAT_INTERVAL,
     UNKNOWN,
@@ -42,9 +45,8 @@ from eventcron.ledger import (
     display_url,
 )
 from eventcron.metrics import Health, Metrics, MetricsServer
-from eventcron.notify import Notifier, watchdog_interval
 from eventcron.problems import InvalidInput, first_line
-from eventcron.sender import Sender
+from eventcron.service.notify import Notifier, watchdog_interval
 
 log = logging.getLogger("eventcron")
 

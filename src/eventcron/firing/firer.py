@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Final, NamedTuple
 
-from eventcron.audience import Member
 from eventcron.clock import Clock, ms, rfc3339, to_ms
 from eventcron.config import Delivery
+from eventcron.config.audience import Member
+from eventcron.firing.plan import Job
 from eventcron.ledger import LedgerThread, NewRow
 from eventcron.metrics import Metrics
-from eventcron.plan import Job
 from eventcron.timing import jitter_delay
 
 log = logging.getLogger("eventcron.firing")

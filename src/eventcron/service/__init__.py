@@ -1,0 +1,1 @@
+"""The service: wires config, firing, ledger and delivery into a daemon and runs it."""

@@ -1,0 +1,1 @@
+"""A receiver for tests and the demo: the ``sink`` command (not used by the daemon)."""
