@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eventcron.ledger import UNKNOWN, Ledger, NewRow, Owner, instance_name
-from eventcron.service.daemon import owner_is_dead
+from eventcron.ledger import UNKNOWN, Ledger, NewRow, Owner, instance_name, owner_is_dead
 from tests.unit.test_owner import no_such_pid
 
 T0 = 1_790_000_000_000  # ms: a fixed "now"

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eventcron.ledger import UNKNOWN, Owner, boot_id, instance_name, pid_namespace
-from eventcron.service.daemon import owner_is_dead
+from eventcron.ledger import UNKNOWN, Owner, boot_id, instance_name, owner_is_dead, pid_namespace
 
 BOOT, NS = "b00710ad", "4026531836"
 

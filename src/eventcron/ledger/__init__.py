@@ -270,6 +270,32 @@ def instance_name() -> str:
     return Owner.here().format()
 
 
+def owner_is_dead(owner: str, me: str) -> bool:
+    """Tell whether the claim owner named ``owner`` was a process here that died.
+
+    ``me`` is this process's owner name. Only owners of this very host, boot and PID
+    namespace are judged (elsewhere a process id means another process); any other, and
+    any name of an earlier version (no namespace in it), waits for its lease to end.
+    """
+    theirs, mine = Owner.parse(owner), Owner.parse(me)
+    if theirs is None or mine is None or owner == me:
+        return False
+    if (theirs.host, theirs.boot, theirs.pid_ns) != (mine.host, mine.boot, mine.pid_ns):
+        return False
+    if mine.pid_ns is None or UNKNOWN in (mine.boot, mine.pid_ns):
+        return False  # this system does not say which boot or namespace we are in
+    pid = theirs.pid
+    if pid == mine.pid:
+        return True  # our process id with another nonce: an earlier life of this pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @functools.cache
 def boot_id() -> str:
     """Return a short id of this boot of this machine (Linux), or "-" where unknown."""

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import gc
 import logging
-import os
 import random
 import shlex
 import signal
@@ -37,12 +36,12 @@ from eventcron.firing.firer import Firer
 from eventcron.firing.scheduler import FIRE_LEAD, Clockwork
 from eventcron.ledger import (
     HEARTBEAT_INTERVAL,
-    UNKNOWN,
     Instance,
     Ledger,
     LedgerThread,
     Owner,
     display_url,
+    owner_is_dead,
 )
 from eventcron.metrics import Health, Metrics, MetricsServer
 from eventcron.problems import InvalidInput, first_line
@@ -77,32 +76,6 @@ class State:
 
     def __post_init__(self) -> None:
         self.active = frozenset(s.id for s in self.config.schedules if s.enabled)
-
-
-def owner_is_dead(owner: str, me: str) -> bool:
-    """Tell whether the claim owner named ``owner`` was a process here that died.
-
-    ``me`` is this process's owner name. Only owners of this very host, boot and PID
-    namespace are judged (elsewhere a process id means another process); any other, and
-    any name of an earlier version (no namespace in it), waits for its lease to end.
-    """
-    theirs, mine = Owner.parse(owner), Owner.parse(me)
-    if theirs is None or mine is None or owner == me:
-        return False
-    if (theirs.host, theirs.boot, theirs.pid_ns) != (mine.host, mine.boot, mine.pid_ns):
-        return False
-    if mine.pid_ns is None or UNKNOWN in (mine.boot, mine.pid_ns):
-        return False  # this system does not say which boot or namespace we are in
-    pid = theirs.pid
-    if pid == mine.pid:
-        return True  # our process id with another nonce: an earlier life of this pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class Daemon:
