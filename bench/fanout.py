@@ -39,7 +39,7 @@ def child(folder: Path, users: int) -> dict[str, float]:
     nominal = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
 
     async def fire() -> int:
-        firer = Firer(db, SystemClock(), lambda: cfg.delivery, lambda: None)
+        firer = Firer(db, SystemClock(), cfg.delivery, lambda: None)
         return (await firer.fire(job, nominal)).added
 
     began = time.perf_counter()

@@ -23,7 +23,7 @@ from eventcron.delivery.auth import Token
 from eventcron.delivery.sender import Sender
 from eventcron.ledger import Ledger, event_ids
 from eventcron.service.daemon import Daemon
-from eventcron.testing.sink import make_token
+from eventcron.testing import make_token
 
 TARGET_P99_MS = 50.0
 CONCURRENCY = 256  # requests in flight: a burst of due events is what this measures

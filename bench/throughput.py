@@ -22,7 +22,7 @@ from eventcron.delivery.retry import Decision, Outcome
 from eventcron.delivery.sender import Sender
 from eventcron.ledger import Claimed, Ledger
 from eventcron.service.daemon import Daemon
-from eventcron.testing.sink import make_token
+from eventcron.testing import make_token
 
 CONCURRENCY = 64  # requests in flight, for eventcron and every baseline alike
 TARGET_RATE = 2000.0  # deliveries/s

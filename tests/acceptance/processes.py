@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from eventcron.ledger import PASSED_BEFORE_LOAD, Ledger, LedgerError, deliveries
-from eventcron.testing.sink import make_token
+from eventcron.testing import make_token
 from tests.acceptance.conftest import eventcron_command
 
 SECRET = secrets.token_urlsafe(32)

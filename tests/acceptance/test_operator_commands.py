@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eventcron.ledger import Ledger, NewRow, Result
-from eventcron.testing.sink import make_token
+from eventcron.testing import make_token
 from tests.acceptance.conftest import Run
 from tests.acceptance.processes import SECRET, start, start_sink, wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eventcron.testing.sink import make_token
+from eventcron.testing import make_token
 from tests.acceptance.conftest import ROOT, Run, eventcron_command
 from tests.acceptance.processes import start, start_sink, wait_for, write_config
 

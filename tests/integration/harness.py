@@ -22,7 +22,7 @@ from eventcron.clock import Clock, SystemClock
 from eventcron.delivery import auth
 from eventcron.ledger import PASSED_BEFORE_LOAD, Filters, Ledger, Row, deliveries
 from eventcron.service.daemon import Daemon
-from eventcron.testing.sink import Faults, Sink, make_token
+from eventcron.testing import Faults, Sink, make_token
 from eventcron.timing import AtTiming
 from tests.acceptance.conftest import eventcron_command
 
@@ -124,8 +124,8 @@ class Running:
         """
         delay = (occurrence - datetime.now(UTC)).total_seconds()
         await asyncio.sleep(max(delay, 0) + 0.05)
-        schedule = self.daemon.state.config.schedule(schedule_id)
-        if schedule is None or schedule_id not in self.daemon.state.active:
+        schedule = self.daemon.firing.state.config.schedule(schedule_id)
+        if schedule is None or schedule_id not in self.daemon.firing.state.active:
             return
         timing = schedule.timing(config.DEFAULT_ZONE)
         if (isinstance(timing, AtTiming) and timing.instant == occurrence

@@ -25,11 +25,11 @@ def test_a_csv_edited_to_repeat_a_user_keeps_the_old_plan(
 
     async def scenario() -> None:
         async with running(tmp_path, body) as run:
-            before = run.daemon.state
-            assert sorted(run.daemon.state.jobs) == ["s@Asia/Tokyo", "s@UTC"]
+            before = run.daemon.firing.state
+            assert sorted(run.daemon.firing.state.jobs) == ["s@Asia/Tokyo", "s@UTC"]
             csv.write_text("app_user_id,timezone\nu_1,Asia/Tokyo\nu_2,UTC\nu_1,UTC\n")
             assert not await run.daemon.reload("test")
-            assert run.daemon.state is before
+            assert run.daemon.firing.state is before
 
     asyncio.run(scenario())
     errors = "\n".join(r.getMessage() for r in caplog.records)

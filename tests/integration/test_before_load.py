@@ -191,7 +191,7 @@ def test_an_edit_made_during_a_reload_is_applied_after_it(tmp_path: Path,
                  users: [u]}
             """)
             await run.until(edited.is_set, within=30)
-            await run.until(lambda: run.daemon.state.config.schedule("third") is not None,
+            await run.until(lambda: run.daemon.firing.state.config.schedule("third") is not None,
                             within=30)
 
     asyncio.run(scenario())

@@ -14,7 +14,7 @@ import pytest
 from freezegun import freeze_time
 
 from eventcron.ledger import Filters, Ledger
-from eventcron.testing.sink import Sink
+from eventcron.testing import Sink
 from tests.integration.harness import SECRET, running
 
 T0 = datetime(2026, 11, 20, 10, 30, tzinfo=UTC)  # first start

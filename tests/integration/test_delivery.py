@@ -13,7 +13,7 @@ import pytest
 
 from eventcron import __version__
 from eventcron.ledger import Filters
-from eventcron.testing.sink import Faults
+from eventcron.testing import Faults
 from tests.integration.harness import (
     running,
     soon,

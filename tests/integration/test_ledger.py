@@ -1,4 +1,7 @@
-"""The ledger's contract, against real databases (SQLite always, PostgreSQL when set up)."""
+"""The ledger's contract, against real databases.
+
+An SQLite file and SQLite in memory (``sqlite://``) always, PostgreSQL when set up.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import os
 import stat
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from eventcron.ledger import (
     Result,
     event_id,
 )
+from tests.pg import postgres_url, reset_postgres
 
 T0 = 1_790_000_000_000  # ms: a fixed "now"
 
@@ -37,11 +42,19 @@ def rows(n: int, *, schedule: str = "s", at: int = T0, due: int | None = None,
             for i in range(n)]
 
 
-@pytest.fixture
-def ledger(ledger_url: str) -> Any:
-    ledger = Ledger.open(ledger_url)
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """Yield an open, empty ledger: an SQLite file, SQLite in memory, or PostgreSQL."""
+    if request.param == "postgresql":
+        url = postgres_url()
+        reset_postgres(url)
+    else:
+        url = "sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.open(url)
     yield ledger
     ledger.close()
+    if request.param == "postgresql":
+        reset_postgres(url)
 
 
 def test_enqueue_is_idempotent(ledger: Ledger) -> None:

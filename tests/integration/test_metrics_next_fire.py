@@ -60,7 +60,7 @@ def test_the_soonest_zone_is_shown_and_removed_schedules_vanish(tmp_path: Path) 
 """
         async with running(tmp_path, body, metrics_listen=("127.0.0.1", 0),
                            observe_interval=0.1) as run:
-            clockwork = run.daemon.clockwork
+            clockwork = run.daemon.firing.clockwork
             per_zone = [t.timestamp() for z in ZONES
                         if (t := clockwork.next_fire(f"by-zone@{z}")) is not None]
             assert len(per_zone) == len(ZONES)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from eventcron.ledger import Filters, Ledger
-from eventcron.testing.sink import Faults
+from eventcron.testing import Faults
 from tests.integration.harness import running, soon
 from tests.pg import postgres_url, reset_postgres
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from eventcron.ledger import Filters, Ledger
-from eventcron.testing.sink import Faults, Sink
+from eventcron.testing import Faults, Sink
 from tests.integration.harness import (
     SECRET,
     running,
@@ -208,7 +208,7 @@ def test_a_ledger_locked_during_reload_does_not_stop_the_daemon(
             seen = len([r for r in run.sink.delivered() if r.app_user_id == "u1"])
             await run.until(lambda: len(
                 [r for r in run.sink.delivered() if r.app_user_id == "u1"]) > seen + 1)
-            assert "b" not in run.daemon.state.active
+            assert "b" not in run.daemon.firing.state.active
             recent_b = [r for r in run.sink.delivered() if r.app_user_id == "u2"
                         and r.received_at > time.time() - 1]
             assert recent_b == []
@@ -333,7 +333,7 @@ def test_a_401_stops_sending_claimed_rows_too(tmp_path: Path) -> None:
         """
         async with running(tmp_path, body, faults=Faults(latency=0.02)) as run:
             await run.until(lambda: len(run.sink.delivered()) >= 50)
-            run.sink.set_reject_token(run.daemon.token.value)
+            run.sink.set_reject_token(run.daemon.connection.token.value)
             await run.until(lambda: run.daemon.dispatcher.auth_problem is not None)
             # Every answer in and every claimed row given back, hundreds still due: from
             # here on nothing is sent until a new token comes.

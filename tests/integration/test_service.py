@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from eventcron.service.notify import Notifier
-from eventcron.testing.sink import Faults
+from eventcron.testing import Faults
 from tests.integration.harness import running
 
 

@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from eventcron.testing.sink import (
+from eventcron.testing import (
     DEFAULT_PATH,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,

@@ -279,7 +279,7 @@ class Running:
     head: str  # the file's endpoint and delivery sections
 
     def rows(self) -> list[Row]:
-        ledger = Ledger.open(self.daemon.state.config.database)
+        ledger = Ledger.open(self.daemon.firing.state.config.database)
         try:
             return sorted(ledger.rows(Filters()), key=lambda r: (r.scheduled_for, r.app_user_id))
         finally:

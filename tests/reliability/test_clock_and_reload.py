@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from eventcron.ledger import PASSED_BEFORE_LOAD, Ledger
-from eventcron.testing.sink import Faults, Sink
+from eventcron.testing import Faults, Sink
 from tests.integration.harness import SECRET, Running, running, soon, write_schedule
 from tests.reliability.invariants import check
 
@@ -49,7 +49,7 @@ def test_clock_jumps_forward_then_back(tmp_path: Path, caplog: pytest.LogCapture
         try:
             async with running(tmp_path, body, delivery=delivery, sink=sink) as run:
                 # 10:00 fires normally, a quarter of a minute after the start.
-                assert run.daemon.clockwork.next_fire("tenmin@UTC") == AT["10:00"], (
+                assert run.daemon.firing.clockwork.next_fire("tenmin@UTC") == AT["10:00"], (
                     "the daemon started after 10:00")
                 await run.until(lambda: len(run.sink.delivered()) == 3, within=60)
                 before = len(run.daemon.db.ledger.fires_of("tenmin", limit=100))

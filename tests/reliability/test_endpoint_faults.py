@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from eventcron.testing.sink import Faults, Sink, make_token
+from eventcron.testing import Faults, Sink, make_token
 from tests.integration.harness import SECRET, Running, running, soon
 from tests.reliability.invariants import check, rows_of
 
@@ -72,10 +72,10 @@ def flapping(down: float, up: float, cycles: int) -> Action:
 
 async def revoke_then_swap(run: Running) -> None:
     await run.until(lambda: len(run.sink.delivered()) >= 50)
-    run.sink.set_reject_token(run.daemon.token.value)  # revoked: every request gets 401
+    run.sink.set_reject_token(run.daemon.connection.token.value)  # revoked: every request gets 401
     await run.until(lambda: run.daemon.dispatcher.auth_problem is not None)
     await run.until(lambda: run.daemon.dispatcher.inflight == 0)  # every answer is in
-    folder = run.daemon.state.config.path.parent
+    folder = run.daemon.firing.state.config.path.parent
     token = make_token(SECRET, expires_in=86400, now=time.time(), claims={"v": 2})
     (folder / "token").write_text(token)
     run.daemon.request_reload()

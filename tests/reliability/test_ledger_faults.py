@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event
 
 from eventcron.ledger import Ledger
-from eventcron.testing.sink import Faults, Sink
+from eventcron.testing import Faults, Sink
 from tests.integration.harness import SECRET, running, soon
 from tests.reliability.invariants import check
 

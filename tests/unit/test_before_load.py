@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from eventcron import config
 from eventcron.firing import catchup, plan
-from eventcron.timing import AtTiming, CronExpr, CronTiming, EveryTiming, iter_between, latest_until
+from eventcron.timing import AtTiming, CronExpr, CronTiming, EveryTiming, fires_after, latest_until
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 T = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
@@ -26,7 +26,7 @@ EXPRESSIONS = {"* * * * *": 1, "*/7 * * * *": 1, "0 9 * * 1-5": 4, "30 2 * * *":
 
 def brute_latest(timing: CronTiming, until: datetime, days: int) -> datetime | None:
     latest = None
-    for t in iter_between(timing, until - timedelta(days=days), until):
+    for t in fires_after(timing, until - timedelta(days=days), until):
         latest = t
     return latest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from eventcron.delivery.dispatch import Pacer
+from eventcron.delivery.pacer import Pacer
 
 
 def test_throttle_halves_the_window_down_to_one_and_pauses() -> None:

@@ -18,7 +18,7 @@ from eventcron.timing import (
     CronTiming,
     EveryTiming,
     Timing,
-    iter_between,
+    fires_after,
     jitter_delay,
     resolve_wall,
 )
@@ -383,12 +383,12 @@ def test_next_after_runs_out_at_the_end_of_the_calendar() -> None:
     assert e.next_after(utc("9998-06-01T00:00"), ZoneInfo("UTC")) == utc("9999-01-01T00:00")
 
 
-def test_iter_after_matches_brute_force_over_a_month() -> None:
+def test_fires_after_matches_brute_force_over_a_month() -> None:
     expr = "*/13 3-5,22 1,15 * wed"
     e = CronExpr.parse(expr)
     start, end = utc("2026-03-01T00:00"), utc("2026-04-01T00:00")
     got = []
-    for t in e.iter_after(start, ZoneInfo("UTC")):
+    for t in fires_after(CronTiming(e, ZoneInfo("UTC")), start):
         if t > end:
             break
         got.append(t)
@@ -431,7 +431,7 @@ def test_cron_timing_window_in_other_offsets() -> None:
     timing = CronTiming(CronExpr.parse("30 * * * *"), ZoneInfo("Europe/Berlin"),
                         starts=datetime(2026, 6, 1, 12, 0, tzinfo=plus2),   # 10:00Z
                         ends=datetime(2026, 6, 1, 14, 30, tzinfo=plus2))    # 12:30Z
-    got = list(iter_between(timing, utc("2026-01-01T00:00"), utc("2027-01-01T00:00")))
+    got = list(fires_after(timing, utc("2026-01-01T00:00"), utc("2027-01-01T00:00")))
     assert got == [utc("2026-06-01T10:30"), utc("2026-06-01T11:30"), utc("2026-06-01T12:30")]
 
 
@@ -440,7 +440,7 @@ def test_cron_timing_rejects_naive_window() -> None:
         CronTiming(CronExpr.parse("* * * * *"), ZoneInfo("UTC"), starts=datetime(2026, 1, 1))
 
 
-# --- EveryTiming, AtTiming, iter_between ----------------------------------------------------
+# --- EveryTiming, AtTiming, fires_after -----------------------------------------------------
 
 def test_every_anchored_at_epoch() -> None:
     timing = EveryTiming(timedelta(minutes=90), EPOCH)
@@ -524,7 +524,7 @@ def test_windows_are_stored_in_utc() -> None:
     assert (timing.starts, timing.ends) == (utc("2026-06-30T22:00"), utc("2026-07-02T22:00"))
     assert timing.starts is not None
     assert timing.starts.tzinfo is TIMING_UTC
-    got = list(iter_between(timing, utc("2026-01-01T00:00"), utc("2027-01-01T00:00")))
+    got = list(fires_after(timing, utc("2026-01-01T00:00"), utc("2027-01-01T00:00")))
     assert got == [utc("2026-06-30T22:00"), utc("2026-07-01T22:00"), utc("2026-07-02T22:00")]
 
 
@@ -557,21 +557,24 @@ def test_timings_satisfy_the_protocol() -> None:
     assert all(isinstance(t, Timing) for t in timings)
 
 
-def test_iter_between_is_half_open() -> None:
+def test_fires_after_is_half_open() -> None:
     timing = CronTiming(CronExpr.parse("0 * * * *"), ZoneInfo("UTC"))
-    got = list(iter_between(timing, utc("2026-01-01T00:00"), utc("2026-01-01T03:00")))
+    got = list(fires_after(timing, utc("2026-01-01T00:00"), utc("2026-01-01T03:00")))
     assert got == [utc("2026-01-01T01:00"), utc("2026-01-01T02:00"), utc("2026-01-01T03:00")]
-    assert list(iter_between(timing, utc("2026-01-01T03:00"), utc("2026-01-01T03:00"))) == []
-    assert list(iter_between(timing, utc("2026-01-01T03:30"), utc("2026-01-01T03:59"))) == []
+    assert list(fires_after(timing, utc("2026-01-01T03:00"), utc("2026-01-01T03:00"))) == []
+    assert list(fires_after(timing, utc("2026-01-01T03:30"), utc("2026-01-01T03:59"))) == []
 
 
-def test_iter_between_one_off() -> None:
+def test_fires_after_one_off() -> None:
     timing = AtTiming(utc("2026-01-01T10:00"))
-    assert list(iter_between(timing, utc("2026-01-01T00:00"), utc("2026-01-02T00:00"))) == [
+    assert list(fires_after(timing, utc("2026-01-01T00:00"), utc("2026-01-02T00:00"))) == [
         utc("2026-01-01T10:00")]
-    assert list(iter_between(timing, utc("2026-01-01T00:00"), utc("2026-01-01T09:59"))) == []
+    assert list(fires_after(timing, utc("2026-01-01T00:00"), utc("2026-01-01T09:59"))) == []
+    # Unbounded: the walk ends when the timing has no more fires.
+    assert list(fires_after(timing, utc("2026-01-01T00:00"))) == [utc("2026-01-01T10:00")]
+    assert list(fires_after(timing, utc("2026-01-01T10:00"))) == []
     with pytest.raises(ValueError, match="until"):
-        list(iter_between(timing, utc("2026-01-01T00:00"), datetime(2026, 1, 2)))
+        list(fires_after(timing, utc("2026-01-01T00:00"), datetime(2026, 1, 2)))
 
 
 # --- jitter ------------------------------------------------------------------------------

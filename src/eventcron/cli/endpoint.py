@@ -91,7 +91,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     """Run the local receiver until interrupted."""
     import asyncio
 
-    from eventcron.testing.sink import Faults, serve
+    from eventcron.testing import Faults, serve
 
     try:
         faults = Faults(fail_rate=args.fail_rate, fail_status=args.fail_status,

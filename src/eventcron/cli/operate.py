@@ -252,7 +252,7 @@ async def _fire_now(ledger: Ledger, cfg: config.Config,
     # The daemon's own firing path: batches, the fire record, progress lines, the unique key.
     db = LedgerThread(ledger)
     try:
-        firer = Firer(db, SystemClock(), lambda: cfg.delivery, on_enqueued=lambda: None)
+        firer = Firer(db, SystemClock(), cfg.delivery, on_enqueued=lambda: None)
         counts = [await firer.fire(job, nominal, "eventcron fire", by_hand=True)
                   for job, nominal in picked]
         return counts, await db.call(ledger.instances)

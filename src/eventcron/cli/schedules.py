@@ -16,7 +16,7 @@ from eventcron.clock import SystemClock, rfc3339
 from eventcron.config.audience import Member, check_zone
 from eventcron.config.schema import schema
 from eventcron.firing import plan
-from eventcron.timing import CronExpr, CronSyntaxError, CronTiming
+from eventcron.timing import CronExpr, CronSyntaxError, CronTiming, fires_after
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _next_cron(expr: str, zone: str, after: datetime, count: int) -> list[plan.F
         raise Failure(f"bad cron expression {expr!r}: {e}") from None
     timing = CronTiming(cron, zoneinfo.ZoneInfo(zone))
     out: list[plan.Fire] = []
-    for t in plan.iter_fires(timing, after):
+    for t in fires_after(timing, after):
         out.append(plan.Fire("", zone, t, t))
         if len(out) >= count:
             break

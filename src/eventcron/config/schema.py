@@ -1,13 +1,28 @@
 """JSON Schema of the schedule file, for editors and as the single list of its keys.
 
-:mod:`eventcron.config` takes the allowed keys of every section from here, so the schema an
-editor sees and the keys the validator accepts cannot drift apart. The validator remains the
-authority on meaning (cron syntax, time zones, cross references), which JSON Schema cannot say.
+The readers take the allowed keys of every section from here, so the schema an editor sees
+and the keys the validator accepts cannot drift apart; each ``default`` and bound is taken
+from :mod:`eventcron.config.model`, spelled as the file would spell it, for the same reason.
+The validator remains the authority on meaning (cron syntax, time zones, cross references),
+which JSON Schema cannot say. Data only: reads nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from eventcron.config.locate import DEFAULT_DATABASE
+from eventcron.config.model import (
+    CATCH_UP_MODES,
+    DEFAULT_ZONE,
+    MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
+    Delivery,
+    Endpoint,
+    Schedule,
+    field_default,
+)
+from eventcron.config.units import DEFAULT_HOST, format_duration
 
 SCHEMA_ID: Final = "https://eventcron.dev/schema/schedules-v1.json"
 
@@ -24,6 +39,16 @@ _TIMESTAMP: Final[dict[str, Any]] = {
     "description": "An ISO 8601 date or date-time, e.g. 2026-12-01T09:00:00. Without an offset"
                    " it is wall time in the schedule's time zone.",
 }
+
+
+def _duration(seconds: float) -> str | int:
+    """Spell a default duration as a file would: ``30s``, ``1h``, or 0 for none."""
+    return format_duration(seconds) if seconds else 0
+
+
+_ENDPOINT: Final = Endpoint()  # the defaults of each section
+_DELIVERY: Final = Delivery()
+
 _NAME: Final[dict[str, Any]] = {"type": "string", "minLength": 1, "maxLength": 1024}
 _FIELD_VALUE: Final[dict[str, Any]] = {"type": ["string", "number", "boolean"]}
 
@@ -65,12 +90,13 @@ ENDPOINT: Final[dict[str, Any]] = {
     "description": "Where and how events are sent.",
     "properties": {
         "url": {"type": "string", "format": "uri",
-                "default": "https://api.init.ai/api/v1/webhook/event",
+                "default": _ENDPOINT.url,
                 "description": "The Inbound Events API URL."},
         "token": _TOKEN,
-        "timeout": {**_DURATION, "default": "10s",
+        "timeout": {**_DURATION, "default": _duration(_ENDPOINT.timeout),
                     "description": "Time allowed for one request, connect to last byte."},
-        "concurrency": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 32,
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,
+                        "default": _ENDPOINT.concurrency,
                         "description": "Requests in flight at most."},
         "rate_limit": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h)\s*$",
                        "description": "Requests per second, minute or hour for the whole"
@@ -79,7 +105,7 @@ ENDPOINT: Final[dict[str, Any]] = {
                       "description": "PEM file of CA certificates to trust instead of the"
                                      " system's (relative to this file). Verification stays"
                                      " on."},
-        "allow_insecure_http": {"type": "boolean", "default": False,
+        "allow_insecure_http": {"type": "boolean", "default": _ENDPOINT.allow_insecure_http,
                                 "description": "Allow a plain http:// URL to a host other than"
                                                " loopback."},
     },
@@ -90,26 +116,27 @@ DELIVERY: Final[dict[str, Any]] = {
     "type": "object",
     "description": "Retries, expiry and catch-up.",
     "properties": {
-        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS,
+                         "default": _DELIVERY.max_attempts,
                          "description": "Attempts per event before it is marked failed."},
-        "initial_backoff": {**_DURATION, "default": "30s",
+        "initial_backoff": {**_DURATION, "default": _duration(_DELIVERY.initial_backoff),
                             "description": "Backoff before the first retry; doubles each time,"
                                            " with full jitter."},
-        "max_backoff": {**_DURATION, "default": "1h", "description": "Longest wait between"
-                                                                     " attempts."},
-        "expires_after": {**_DURATION, "default": "6h",
+        "max_backoff": {**_DURATION, "default": _duration(_DELIVERY.max_backoff),
+                        "description": "Longest wait between attempts."},
+        "expires_after": {**_DURATION, "default": _duration(_DELIVERY.expires_after),
                           "description": "Never deliver later than this after the nominal"
                                          " time."},
-        "catch_up": {**_DURATION, "default": "1h",
+        "catch_up": {**_DURATION, "default": _duration(_DELIVERY.catch_up),
                      "description": "After downtime, fire missed occurrences this recent."},
-        "catch_up_mode": {"enum": ["latest", "all", "none"], "default": "latest",
+        "catch_up_mode": {"enum": list(CATCH_UP_MODES), "default": _DELIVERY.catch_up_mode,
                           "description": "Which missed occurrences to fire after downtime."},
-        "claim_lease": {**_DURATION, "default": "1m",
+        "claim_lease": {**_DURATION, "default": _duration(_DELIVERY.claim_lease),
                         "description": "How long an instance's claim on an event outlives the"
                                        " instance: a dead instance's events are taken over"
                                        " after this; database outages shorter than this"
                                        " never cause a second send."},
-        "retention": {**_DURATION, "default": "30d",
+        "retention": {**_DURATION, "default": _duration(_DELIVERY.retention),
                       "description": "Delete delivered, failed, expired and cancelled rows"
                                      " this long after their last change; pending rows are"
                                      " kept."},
@@ -142,7 +169,7 @@ SCHEDULE: Final[dict[str, Any]] = {
         "every": {**_DURATION, "description": "Fixed real-time interval, phase anchored at"
                                               " starts (or the Unix epoch)."},
         "at": {**_TIMESTAMP, "description": "One-off time."},
-        "timezone": {"type": "string", "default": "UTC",
+        "timezone": {"type": "string", "default": DEFAULT_ZONE,
                      "description": "IANA time zone, or `user` for each user's own zone."},
         "audience": {"type": "string", "description": "Name of an audience."},
         "users": _USERS,
@@ -150,11 +177,11 @@ SCHEDULE: Final[dict[str, Any]] = {
                  "description": "JSON object sent as data. Placeholders: ${scheduled_for},"
                                 " ${scheduled_for_local}, ${schedule_id}, ${event_type},"
                                 " ${app_user_id}, ${user.<field>}; $${ is a literal ${."},
-        "jitter": {**_DURATION, "default": 0,
+        "jitter": {**_DURATION, "default": _duration(field_default(Schedule, "jitter")),
                    "description": "Deterministic per-user delay in [0, jitter)."},
         "starts": {**_TIMESTAMP, "description": "No fires before this time."},
         "ends": {**_TIMESTAMP, "description": "No fires after this time."},
-        "enabled": {"type": "boolean", "default": True},
+        "enabled": {"type": "boolean", "default": field_default(Schedule, "enabled")},
     },
     "additionalProperties": False,
     "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}],
@@ -166,7 +193,7 @@ METRICS: Final[dict[str, Any]] = {
     "properties": {
         "listen": {"type": ["string", "integer"],
                    "description": "Address to listen on: 9108, 127.0.0.1:9108 or [::1]:9108."
-                                  " The host defaults to 127.0.0.1."},
+                                  f" The host defaults to {DEFAULT_HOST}."},
     },
     "additionalProperties": False,
 }
@@ -181,7 +208,7 @@ TOP: Final[dict[str, Any]] = {
         "version": {"const": 1, "description": "Format version; must be 1."},
         "endpoint": ENDPOINT,
         "delivery": DELIVERY,
-        "database": {"type": "string", "default": "sqlite:///eventcron.db",
+        "database": {"type": "string", "default": DEFAULT_DATABASE,
                      "description": "SQLAlchemy URL of the ledger; relative SQLite paths are"
                                     " relative to this file."},
         "audiences": {"type": "object", "additionalProperties": AUDIENCE,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
 from eventcron.clock import rfc3339
 from eventcron.config import CatchUpMode, format_duration
-from eventcron.timing import Timing, latest_until
+from eventcron.timing import Timing, fires_after, latest_until
 
 MAX_MISSED: Final = 100_000  # occurrences examined per job; older ones are only counted
 
@@ -38,7 +37,7 @@ def missed(timing: Timing, watermark: datetime, now: datetime) -> tuple[list[dat
     """Return occurrences in ``(watermark, now]`` (at most :data:`MAX_MISSED`, the latest)."""
     out: list[datetime] = []
     capped = False
-    for t in _between(timing, watermark, now):
+    for t in fires_after(timing, watermark, now):
         out.append(t)
         if len(out) > MAX_MISSED:
             del out[: len(out) - MAX_MISSED]
@@ -56,13 +55,6 @@ def passed_before_load(timing: Timing, loaded: datetime, window: float) -> datet
     if latest is None or latest < loaded - timedelta(seconds=window):
         return None
     return latest
-
-
-def _between(timing: Timing, after: datetime, until: datetime) -> Iterator[datetime]:
-    t = timing.next_after(after)
-    while t is not None and t <= until:
-        yield t
-        t = timing.next_after(t)
 
 
 def decide(occurrences: list[datetime], now: datetime, window: float, mode: CatchUpMode,

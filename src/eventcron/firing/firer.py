@@ -62,19 +62,31 @@ class Enqueued(NamedTuple):
     added: int
 
 
+Watermark = Callable[[Job, datetime], int]
+
+
+def _nominal(_job: Job, nominal: datetime) -> int:
+    return to_ms(nominal)
+
+
 class Firer:
     """Turns fires into ledger rows and wakes the dispatcher."""
 
-    def __init__(self, db: LedgerThread, clock: Clock, policy: Callable[[], Delivery],
-                 on_enqueued: Callable[[], None], metrics: Metrics | None = None) -> None:
+    def __init__(self, db: LedgerThread, clock: Clock, policy: Delivery,
+                 on_enqueued: Callable[[], None], *, watermark: Watermark = _nominal,
+                 metrics: Metrics | None = None) -> None:
         self.metrics = metrics or Metrics()
         self.db = db
         self.clock = clock
         self.policy = policy
         self.on_enqueued = on_enqueued
-        # The job watermark a recorded fire may advance to (the daemon holds it back
-        # while an earlier occurrence of the job is still unrecorded).
-        self.watermark: Callable[[Job, datetime], int] = lambda _job, nominal: to_ms(nominal)
+        # The job watermark a recorded fire may advance to (firing holds it back while an
+        # earlier occurrence of the job is still unrecorded).
+        self.watermark = watermark
+
+    def configure(self, policy: Delivery) -> None:
+        """Use a reloaded delivery policy from the next fire on."""
+        self.policy = policy
 
     def _now_ms(self) -> int:
         return to_ms(self.clock.now())
@@ -100,7 +112,7 @@ class Firer:
             log.debug("%s at %s was already fired", job.key, rfc3339(nominal))
             return Enqueued(0, 0)
         members = iter(job.schedule.members(zone))
-        expires_after = self.policy().expires_after
+        expires_after = self.policy.expires_after
         total = added = 0
         began = last_report = time.monotonic()
         while True:
@@ -133,7 +145,7 @@ class Firer:
         For inline audiences only (they are in memory): a burst of schedules due at the
         same moment becomes one write instead of four per schedule.
         """
-        expires_after = self.policy().expires_after
+        expires_after = self.policy.expires_after
         now_ms = self._now_ms()
         batch = [(job.key, job.schedule.id, job.zone, job.schedule.fingerprint(),
                   to_ms(nominal),

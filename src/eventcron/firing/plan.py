@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from eventcron.clock import rfc3339
 from eventcron.config import Config, Schedule
 from eventcron.config.audience import Member
-from eventcron.timing import Timing, jitter_delay, latest_until
+from eventcron.timing import Timing, fires_after, jitter_delay, latest_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +56,8 @@ def schedule_jobs(schedule: Schedule) -> list[Job]:
     return [Job(schedule, zone, schedule.timing(zone)) for zone in schedule.zones()]
 
 
-def iter_fires(timing: Timing, after: datetime) -> Iterator[datetime]:
-    """Yield a timing's fire times strictly after ``after``, ascending."""
-    t = timing.next_after(after)
-    while t is not None:
-        yield t
-        t = timing.next_after(t)
-
-
 def _labelled(timing: Timing, zone: str, after: datetime) -> Iterator[tuple[datetime, str]]:
-    for t in iter_fires(timing, after):
+    for t in fires_after(timing, after):
         yield t, zone
 
 

@@ -10,6 +10,7 @@ one (no misfire grace, no coalescing, no instance limit is ever reached).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -59,16 +60,13 @@ class HandoffExecutor(BaseExecutor):  # type: ignore[misc]
         self._handoff = handoff
         self._lead = lead
 
-    def start(self, scheduler: Any, alias: str) -> None:
-        """Attach to the scheduler (APScheduler API)."""
-        super().start(scheduler, alias)
-        self._loop = scheduler._eventloop  # APScheduler's own loop
-
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        # The extension point APScheduler documents for executors; AsyncIOScheduler calls
+        # it on its event loop, the one running here.
         for run_time in run_times:
             self._handoff(job.id, (run_time + self._lead).astimezone(UTC))
         # submit_job counts the instance after this returns; uncount it on the next turn.
-        self._loop.call_soon(self._run_job_success, job.id, [])
+        asyncio.get_running_loop().call_soon(self._run_job_success, job.id, [])
 
 
 class Clockwork:

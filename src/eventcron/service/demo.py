@@ -23,7 +23,7 @@ from eventcron.delivery import auth
 from eventcron.delivery.retry import Decision, Outcome
 from eventcron.ledger import Claimed, Ledger
 from eventcron.service.daemon import Daemon
-from eventcron.testing.sink import Faults, Sink, make_token
+from eventcron.testing import Faults, Sink, make_token
 
 DEMO_DURATION: Final = 20.0  # seconds
 DEMO_TOKEN_LIFETIME: Final = 30 * 86400.0  # seconds: long enough not to warn of expiry

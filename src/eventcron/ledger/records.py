@@ -1,0 +1,194 @@
+"""The ledger's value types, its error, and the event id derived from an occurrence key.
+
+Plain data only: this module touches no database and no operating system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NamedTuple
+
+from eventcron.states import Status
+
+EVENT_NAMESPACE: Final = uuid.UUID("6f1b8f1e-3c1a-5f0e-9d43-4a7e0c5b2d11")  # UUIDv5 namespace
+_NAMESPACE_BYTES: Final = EVENT_NAMESPACE.bytes
+
+PASSED_BEFORE_LOAD: Final = "passed before the schedule was loaded"  # a skip's reason
+
+HEARTBEAT_INTERVAL: Final = 5.0  # seconds between an instance's heartbeats
+ALIVE_WITHIN: Final = 30.0  # seconds: an instance not seen for longer is not running
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or used; the message is a sentence with the cause.
+
+    ``temporary`` is true when trying again later may work (the database is unreachable or
+    locked), false for a configuration problem (a bad URL, a missing driver, a ledger from
+    a newer eventcron).
+    """
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+def event_id(schedule_id: str, app_user_id: str, event_type: str, scheduled_for: int) -> str:
+    """Derive the event id (sent as Idempotency-Key) from the occurrence key: a UUIDv5.
+
+    The name hashed is ``schedule_id␟event_type␟scheduled_for␟app_user_id`` (␟ = U+001F):
+    the user comes last so one occurrence's users share a hashed prefix.
+    """
+    return event_ids(schedule_id, event_type, scheduled_for)(app_user_id)
+
+
+def event_ids(schedule_id: str, event_type: str, scheduled_for: int) -> Callable[[str], str]:
+    """Return the event id function for the users of one occurrence.
+
+    It runs for every user of every fire: the shared prefix is hashed once, and no UUID
+    object is built; the result is the string ``str(uuid.uuid5(EVENT_NAMESPACE, name))``.
+    """
+    prefix = hashlib.sha1(_NAMESPACE_BYTES, usedforsecurity=False)
+    prefix.update(f"{schedule_id}\x1f{event_type}\x1f{scheduled_for}\x1f".encode())
+
+    def derive(app_user_id: str) -> str:
+        h = prefix.copy()
+        h.update(app_user_id.encode())
+        digest = bytearray(h.digest()[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+        digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+        x = digest.hex()
+        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+    return derive
+
+
+class NewRow(NamedTuple):
+    """A row to enqueue: one occurrence for one user."""
+
+    schedule_id: str
+    app_user_id: str
+    event_type: str
+    scheduled_for: int  # ms, nominal
+    data: str  # rendered JSON object
+    next_attempt_at: int  # ms: nominal plus jitter
+    expires_at: int  # ms
+
+
+def event_ids_of(rows: Sequence[NewRow]) -> list[str]:
+    """Return the event id of each row, hashing each occurrence's prefix once."""
+    derivers: dict[tuple[str, str, int], Callable[[str], str]] = {}
+    out: list[str] = []
+    for row in rows:
+        key = (row.schedule_id, row.event_type, row.scheduled_for)
+        derive = derivers.get(key)
+        if derive is None:
+            derive = derivers[key] = event_ids(*key)
+        out.append(derive(row.app_user_id))
+    return out
+
+
+class Claimed(NamedTuple):
+    """A row claimed for sending."""
+
+    id: int
+    event_id: str
+    schedule_id: str
+    app_user_id: str
+    event_type: str
+    scheduled_for: int
+    data: str
+    attempts: int
+    expires_at: int
+
+
+class Result(NamedTuple):
+    """What happened to a claimed row, to be written by :meth:`Ledger.record`."""
+
+    id: int
+    status: Status  # pending (a retry or a hold), or a final status
+    attempts: int  # attempts after this one (unchanged for a hold)
+    next_attempt_at: int  # ms
+    status_code: int | None
+    error: str | None
+    delivered_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Row filters shared by ``deliveries`` and ``replay``."""
+
+    status: tuple[str, ...] = ()
+    schedule: tuple[str, ...] = ()
+    user: tuple[str, ...] = ()
+    since: int | None = None  # ms; rows scheduled at or after this
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A ledger row as operators see it."""
+
+    event_id: str
+    schedule_id: str
+    app_user_id: str
+    event_type: str
+    scheduled_for: int
+    status: str
+    attempts: int
+    next_attempt_at: int
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: int | None
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """What the ledger says about the endpoint lately."""
+
+    last_delivered_at: int | None  # ms
+    last_error: str | None
+    last_error_at: int | None  # ms
+
+
+class PruneAt(NamedTuple):
+    """Where a prune in steps has got: a table, and the key of the last row looked at."""
+
+    table: Literal["deliveries", "fires"]
+    after: tuple[Any, ...] | None  # None: from the table's start
+
+
+PRUNE_START: Final = PruneAt("deliveries", None)
+
+
+@dataclass(frozen=True, slots=True)
+class FireRecord:
+    """One occurrence of a job as recorded in ``fires``."""
+
+    schedule_id: str
+    zone: str
+    scheduled_for: int
+    status: str
+    reason: str | None
+    users: int
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """An instance as its heartbeat row tells it."""
+
+    name: str
+    host: str
+    pid: int
+    version: str
+    started_at: int  # ms
+    last_seen: int  # ms
+    stopped_at: int | None  # ms
+    paused: bool
+    plan_sha256: str
+
+    def alive(self, now: int) -> bool:
+        """Tell whether the instance runs: not stopped, and seen within ALIVE_WITHIN."""
+        return self.stopped_at is None and now - self.last_seen <= ALIVE_WITHIN * 1000

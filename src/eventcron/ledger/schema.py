@@ -1,0 +1,142 @@
+"""The ledger's tables, its schema version, and the migrations between versions.
+
+It touches the database only through :func:`migrate`, on a connection the caller opened
+(and locked, where the database needs it: see ``dialect.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from eventcron.ledger.records import LedgerError
+
+SCHEMA_VERSION: Final = 1  # bump with a migration in MIGRATIONS; never edit a released table
+
+metadata = MetaData()
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: a rowid alias, the fast path
+
+meta_table = Table(
+    "eventcron_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("schedule_id", Text, nullable=False),
+    Column("app_user_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("scheduled_for", BigInteger, nullable=False),  # nominal time, ms
+    Column("data", Text, nullable=False),  # the JSON object sent, rendered at enqueue
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=False),  # ms; jitter and backoff applied
+    Column("expires_at", BigInteger, nullable=False),  # ms; never sent after this
+    Column("claimed_by", Text),  # instance holding the lease, or NULL
+    Column("claim_until", BigInteger),  # ms; the lease ends here
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger),
+    UniqueConstraint("schedule_id", "scheduled_for", "app_user_id", "event_type",
+                     name="uq_deliveries_occurrence"),
+)
+# Only pending rows are ever claimed, so the claim index holds only them. The id breaks
+# ties first come, first served: a dead instance's rows are taken over before newer ones.
+Index("ix_deliveries_due", deliveries.c.next_attempt_at, deliveries.c.id,
+      sqlite_where=deliveries.c.status == "pending",
+      postgresql_where=deliveries.c.status == "pending")
+Index("ix_deliveries_updated", deliveries.c.updated_at)
+
+fires = Table(
+    "fires", metadata,
+    Column("schedule_id", Text, primary_key=True),
+    Column("zone", Text, primary_key=True),
+    Column("scheduled_for", BigInteger, primary_key=True),  # ms
+    Column("status", String(10), nullable=False),  # firing | fired | skipped
+    Column("reason", Text),
+    Column("users", Integer, nullable=False, default=0),  # rows this fire enqueued
+    Column("updated_at", BigInteger, nullable=False),
+)
+# Unfinished fires, by occurrence (the primary key needs the zone too): few rows, and what
+# pruning asks of every row it deletes. An index only, so older versions read the ledger
+# as before; migrate() adds it to ledgers created without it.
+ix_fires_firing = Index("ix_fires_firing", fires.c.schedule_id, fires.c.scheduled_for,
+                        sqlite_where=fires.c.status == "firing",
+                        postgresql_where=fires.c.status == "firing")
+
+job_state = Table(
+    "job_state", metadata,
+    Column("job", Text, primary_key=True),  # schedule@zone
+    Column("schedule_id", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),  # of what decides fire times
+    Column("watermark", BigInteger, nullable=False),  # ms; occurrences up to here are handled
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# One row per instance that ever ran: written every HEARTBEAT_INTERVAL, marked stopped on a
+# clean exit. A new table, not a change to one: create_all adds it to older ledgers.
+instances = Table(
+    "instances", metadata,
+    Column("name", Text, primary_key=True),  # the claim owner name
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("started_at", BigInteger, nullable=False),  # ms
+    Column("last_seen", BigInteger, nullable=False),  # ms
+    Column("stopped_at", BigInteger),  # ms; NULL while running (or after a crash)
+    Column("paused", Integer, nullable=False, default=0),  # 1 while a 401 holds sending
+    Column("plan_sha256", Text, nullable=False),  # of the schedule file it runs
+)
+
+# version -> statements taking a ledger from version-1 to version. Empty until a release
+# changes the schema; each step runs in one transaction.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+
+
+def migrate(conn: Connection, shown_url: str) -> None:
+    """Create the tables on first use, or migrate them; refuse a ledger from a newer eventcron.
+
+    Runs in the caller's transaction. ``shown_url`` names the ledger in the error.
+    """
+    metadata.create_all(conn)
+    ix_fires_firing.create(conn, checkfirst=True)  # create_all skips existing tables
+    found = conn.execute(select(meta_table.c.value).where(
+        meta_table.c.key == "schema_version")).scalar()
+    if found is None:
+        conn.execute(insert(meta_table).values(key="schema_version",
+                                               value=str(SCHEMA_VERSION)))
+        return
+    version = int(found)
+    if version == SCHEMA_VERSION:
+        return  # nothing to write: a read-only ledger can still be read
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"the ledger {shown_url} has schema version {version}, newer than"
+            f" this eventcron understands ({SCHEMA_VERSION}); upgrade eventcron.")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[step]:
+            conn.execute(text(statement))
+    conn.execute(update(meta_table).where(meta_table.c.key == "schema_version")
+                 .values(value=str(SCHEMA_VERSION)))
