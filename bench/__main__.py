@@ -1,4 +1,11 @@
-"""Run every benchmark: `python -m bench` (full, writes bench/RESULTS.md) or `--quick`."""
+"""Run every benchmark: `python -m bench` (full, writes bench/RESULTS.md) or `--quick`.
+
+`python -m bench --against REV` compares throughput instead: REV (any git revision, e.g.
+the previous main) is checked out in a temporary git worktree and measured by its own
+bench, alternating with this checkout in `--runs` pairs (old, new, old, new, ...); it
+prints both medians, each pair's new/old ratio and the overall ratio. RESULTS.md is left
+untouched. Needs nginx, like the throughput benchmark itself.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cli_startup, fanout, lateness, prune, startup, throughput
+from bench import against, cli_startup, fanout, lateness, prune, startup, throughput
 from bench.common import Figure, git_revision, machine
 from bench.nginx import nginx, nginx_binary
 
@@ -32,8 +39,18 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(FULL), action="append",
                         help="run only this benchmark (repeatable)")
     parser.add_argument("--runs", type=int, default=5, help="throughput pairs to take the"
-                        " median of (default 5)")
+                        " median of (default 5; with --against, honoured with --quick too)")
+    parser.add_argument("--against", metavar="REV", help="compare this checkout's throughput"
+                        " with git revision REV's, each measured by its own bench")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.against is not None:
+        if any(name != "throughput" for name in args.only or []):
+            parser.error("--against compares throughput only")
+        print("\n" + against.run(args.against, args.runs, args.quick) + "\n\n"
+              + "\n".join(machine()))
+        return
     sizes = QUICK if args.quick else FULL
     chosen = args.only or list(FULL)
     if any(name in NEED_NGINX for name in chosen):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,7 +55,6 @@ def test_three_instances_one_killed_every_user_delivered(tmp_path: Path) -> None
     instances: list[Proc] = [start(["run"], tmp_path, f"run{i}", env=env) for i in range(3)]
     try:
         wait_for(lambda: all(is_ready(p) for p in instances), 120, "three instances ready")
-        all_ready_in_time = datetime.now(UTC) < at
         fired = fire_when_due(tmp_path, "campaign", at, env=env)
         wait_for(lambda: len(sink.delivered()) >= USERS // 3, 90, "a third of the campaign")
         victim = instances[0]
@@ -79,11 +77,9 @@ def test_three_instances_one_killed_every_user_delivered(tmp_path: Path) -> None
         assert "Traceback" not in p.stderr()
     fires = [p.stderr().count("fired campaign@UTC") for p in instances]
     assert max(fires) <= 1
-    if all_ready_in_time:
-        # Ready before the occurrence's time: every instance fires it, and the unique key
-        # keeps one row per user. (Started too late, on a loaded machine, they skip it as
-        # "passed before the schedule was loaded", and `eventcron fire` sends it.)
-        assert fires == [1, 1, 1]
+    # Who enqueued is timing (see the two-instance test below): every instance whose fire
+    # overlapped another's, or `eventcron fire` when none was ready in time.
+    assert sum(fires) >= 1 or fired.new == USERS
     got = sink.delivered()
     per_key = Counter(r["idempotency_key"] for r in got)
     keys_per_user: dict[str, set[str]] = {}
@@ -114,7 +110,6 @@ def test_two_instances_on_one_sqlite_file_never_double_send(tmp_path: Path) -> N
     instances = [start(["run"], tmp_path, f"run{i}") for i in range(2)]
     try:
         wait_for(lambda: all(is_ready(p) for p in instances), 120, "both instances ready")
-        both_ready_in_time = datetime.now(UTC) < at
         fired = fire_when_due(tmp_path, "shared", at)
         wait_for(lambda: len(sink.delivered()) >= 2000, 120, "the whole campaign")
     finally:
@@ -126,6 +121,8 @@ def test_two_instances_on_one_sqlite_file_never_double_send(tmp_path: Path) -> N
     assert max(per_key.values()) == 1
     senders = [p.stderr().count("fired shared@UTC") for p in instances]
     assert max(senders) <= 1
-    if both_ready_in_time:
-        assert senders == [1, 1]  # both fired; the unique key kept one row per user
+    # Who enqueued is timing: both instances when their fires overlap (the unique key keeps
+    # one row per user), one when the other took over only after it was done (a finished
+    # fire is not repeated), `eventcron fire` when neither was ready before the time.
+    assert sum(senders) >= 1 or fired.new == 2000
     print(f"\nfired by the instances {senders}; `eventcron fire` added {fired.new} rows")

@@ -1,7 +1,8 @@
 """Stand-ins for the unit tests of firing and dispatch: a clock, a sender, a config.
 
-Nothing here touches the network or the real clock's notion of "now"; the ledger is the
-``memory_ledger`` fixture's, reached through a :class:`LedgerThread` as the daemon does.
+Nothing here touches the network or reads the real clock's "now"; files are written only
+under the test's ``tmp_path``, and the ledger is the ``memory_ledger`` fixture's, reached
+through a :class:`LedgerThread` as the daemon does.
 """
 
 from __future__ import annotations
@@ -43,10 +44,9 @@ class FakeClock:
 
 
 class FakeSender:
-    """Answers each send with the next outcome a script gives; counts what it saw.
+    """Answers each send as ``answer(event_id, app_user_id)`` says; counts what it saw.
 
-    ``answer(event_id, app_user_id)`` decides the outcome; ``hold`` (when set) keeps each
-    request in flight until the test lets it go, so concurrency can be observed.
+    Each request stays in flight for ``latency`` (real) seconds, so concurrency shows.
     """
 
     def __init__(self, answer: Callable[[str, str], Outcome] | None = None,
@@ -109,7 +109,10 @@ async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
 
 
 def expiries(ledger: Ledger, schedule_id: str) -> dict[str, tuple[int, int, int]]:
-    """Return ``app_user_id -> (scheduled_for, next_attempt_at, expires_at)`` of a schedule."""
+    """Return ``app_user_id -> (scheduled_for, next_attempt_at, expires_at)`` of a schedule.
+
+    Run it on the ledger thread (``db.call``): it reads outside the ledger's own methods.
+    """
     with ledger.engine.connect() as conn:
         rows = conn.execute(select(deliveries.c.app_user_id, deliveries.c.scheduled_for,
                                    deliveries.c.next_attempt_at, deliveries.c.expires_at)

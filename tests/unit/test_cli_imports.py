@@ -28,6 +28,14 @@ def test_light_commands_never_import_the_database_http_or_scheduler(argv: list[s
     assert last == "heavy:  code: 0", result.stderr
 
 
+def test_version_does_not_even_read_yaml() -> None:
+    # `--version` needs the parser only: not PyYAML, not the schedule file's reader.
+    lean = (*HEAVY, "yaml", "eventcron.config.reader", "eventcron.timing")
+    result = subprocess.run([sys.executable, "-c", PROBE.format(heavy=lean), "--version"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.stderr.strip().splitlines()[-1] == "heavy:  code: 0", result.stderr
+
+
 def test_the_ledger_commands_do_import_it_when_they_run(tmp_path: Path) -> None:
     # The probe can fail: a command that needs the database layer loads it.
     result = subprocess.run(

@@ -9,33 +9,62 @@ order: :mod:`~eventcron.config.locate` (where the file and the ledger are),
 :mod:`~eventcron.config.reader` into the objects of :mod:`~eventcron.config.model`.
 :mod:`~eventcron.config.schema` lists the keys and prints the model's defaults.
 
-This module re-exports the names callers use. Importing it stays light: no database, HTTP or
-scheduler library is loaded (``eventcron validate`` relies on that).
+This module re-exports the names callers use, each imported when first used. Importing the
+package stays light: no database, HTTP or scheduler library is loaded (``eventcron
+validate`` relies on that), and neither is the reader (``eventcron --version`` does).
 """
 
 from __future__ import annotations
 
-from eventcron.config import locate
-from eventcron.config.locate import (
-    database_url,
-    default_database,
-    ledger_url,
-    resolve_config_path,
-    sqlite_url,
-)
-from eventcron.config.model import (
-    DEFAULT_ZONE,
-    USER_ZONE,
-    CatchUpMode,
-    Config,
-    Delivery,
-    Endpoint,
-    Kind,
-    Schedule,
-    TokenSource,
-)
-from eventcron.config.reader import database_of, load
-from eventcron.config.units import format_duration, parse_duration, parse_listen
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eventcron.config import locate
+    from eventcron.config.locate import (
+        database_url,
+        default_database,
+        ledger_url,
+        resolve_config_path,
+        sqlite_url,
+    )
+    from eventcron.config.model import (
+        DEFAULT_ZONE,
+        USER_ZONE,
+        CatchUpMode,
+        Config,
+        Delivery,
+        Endpoint,
+        Kind,
+        Schedule,
+        TokenSource,
+    )
+    from eventcron.config.reader import database_of, load
+    from eventcron.config.units import format_duration, parse_duration, parse_listen
+
+# Where each re-exported name lives. They are imported on first use, so that importing a
+# light submodule (``eventcron.config.locate``, all that ``eventcron --version`` needs) does
+# not load the reader and PyYAML with it.
+_HOMES = {
+    "locate": "", **dict.fromkeys(("database_url", "default_database", "ledger_url",
+                                    "resolve_config_path", "sqlite_url"), "locate"),
+    **dict.fromkeys(("DEFAULT_ZONE", "USER_ZONE", "CatchUpMode", "Config", "Delivery",
+                     "Endpoint", "Kind", "Schedule", "TokenSource"), "model"),
+    "database_of": "reader", "load": "reader",
+    **dict.fromkeys(("format_duration", "parse_duration", "parse_listen"), "units"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a re-exported name from its module on first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{home}" if home else f"{__name__}.{name}")
+    value = module if not home else getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_ZONE",

@@ -80,6 +80,7 @@ class Firing:
         self._late: dict[str, list[datetime]] = {}
         # Occurrences handed over but not yet recorded, per job (see the module's docstring).
         self._unrecorded: dict[str, list[datetime]] = {}
+        self._stopping = False
 
     @property
     def fires(self) -> int:
@@ -163,12 +164,20 @@ class Firing:
     async def stop(self) -> None:
         """Stop the clock and cut fires short (the next start finishes them)."""
         self.clockwork.shutdown()
+        # Batched and late fires start on the next loop turn; from now on they do not (the
+        # next start catches their occurrences up).
+        self._stopping = True
+        self._small.clear()
+        self._late.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def settle(self) -> None:
-        """Wait until every occurrence handed over so far is fired (or given up)."""
+        """Wait until every occurrence handed over so far is fired (for tests and tools).
+
+        Fires retry while the ledger refuses them, so this waits as long as that lasts.
+        """
         while True:
             await asyncio.sleep(0)  # batched and late fires start on the next loop turn
             if not (self._tasks or self._small or self._late):
@@ -265,16 +274,24 @@ class Firing:
         self._tasks.pop(task, None)
 
     def _start_late_catch_up(self) -> None:
+        if self._stopping:
+            return
         late, self._late = self._late, {}
         self._track(self._catch_up_late(late), "late", "")
 
     async def _catch_up_late(self, late: dict[str, list[datetime]]) -> None:
-        await self.recovery.catch_up_late(self.state.config.delivery, self.state.jobs, late)
         for key, occurrences in late.items():
+            # The current job, looked up after the previous one's awaits: a reload may have
+            # removed or retimed it meanwhile.
+            job = self.state.jobs.get(key)
+            if job is not None:
+                await self.recovery.catch_up_late(self.state.config.delivery, job, occurrences)
             for t in occurrences:
                 self._recorded(key, t)
 
     def _start_small_fires(self) -> None:
+        if self._stopping:
+            return
         batch, self._small = self._small, []
         for start in range(0, len(batch), FIRE_TOGETHER_MAX):
             part = batch[start:start + FIRE_TOGETHER_MAX]

@@ -15,22 +15,20 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from eventcron.clock import Clock, from_ms, rfc3339, to_ms
 from eventcron.config import Config, Delivery
 from eventcron.config.audience import AudienceError
 from eventcron.firing import catchup
 from eventcron.firing.firer import Firer
 from eventcron.firing.plan import Job
-from eventcron.ledger import LedgerThread, display_url
+from eventcron.ledger import TRANSIENT, LedgerThread, display_url
 from eventcron.problems import first_line
 
 log = logging.getLogger("eventcron")
 
 RETRY_MAX: Final = 60.0  # seconds between tries of a step the ledger refuses
-RETRIED: Final = (SQLAlchemyError, OSError)  # failures that pass: the ledger, the disk
-RETRIED_FIRE: Final = (*RETRIED, AudienceError)  # a fire also waits for its audience file
+RETRIED: Final = TRANSIENT  # failures that pass: the ledger, the disk
+RETRIED_FIRE: Final = (*TRANSIENT, AudienceError)  # a fire also waits for its audience file
 
 
 async def retrying(what: str, step: Callable[[], Awaitable[object]], *,
@@ -109,19 +107,16 @@ class Recovery:
             await self.db.call(ledger.set_job_state, key, job.schedule.id, fingerprint,
                                now_ms, now_ms)
 
-    async def catch_up_late(self, policy: Delivery, jobs: dict[str, Job],
-                            late: dict[str, list[datetime]]) -> None:
-        """Apply the catch-up rules to occurrences handed over long after their time."""
+    async def catch_up_late(self, policy: Delivery, job: Job,
+                            occurrences: list[datetime]) -> None:
+        """Apply the catch-up rules to a job's occurrences handed over long after their time."""
         now = self.clock.now()
-        for key, occurrences in late.items():
-            job = jobs.get(key)
-            if job is None:
-                continue  # removed by a reload since
-            decision = catchup.decide(sorted(occurrences), now, policy.catch_up,
-                                      policy.catch_up_mode)
-            log.warning("catch-up %s: %s", key, decision.describe("as the clock jumped"))
-            await retrying(f"catch up {key}",
-                           functools.partial(self.apply, job, decision, to_ms(now)))
+        decision = catchup.decide(sorted(occurrences), now, policy.catch_up,
+                                  policy.catch_up_mode)
+        log.warning("catch-up %s: %s", job.key, decision.describe("as the clock jumped"))
+        await retrying(f"catch up {job.key}",
+                       functools.partial(self.apply, job, decision, to_ms(now)),
+                       errors=RETRIED_FIRE)
 
     async def skip_passed(self, cfg: Config, job: Job, now: datetime) -> None:
         """Record and announce the occurrence a new or retimed job's load passed over."""

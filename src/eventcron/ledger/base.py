@@ -8,15 +8,12 @@ puts them together. Database differences are asked of ``dialect.py``, never test
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Self
 
 from sqlalchemy import Connection, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from eventcron.ledger import schema
 from eventcron.ledger.dialect import (
@@ -44,10 +41,7 @@ class LedgerBase:
         self.dialect = parsed.get_backend_name()
         self._dialect = dialect_for(self.dialect)
         self.engine = self._dialect.engine(url, parsed.database)
-        # An in-memory ledger is one connection: threads take turns at its transactions.
-        self._turn: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if isinstance(self.engine.pool, StaticPool)
-            else contextlib.nullcontext())
+        self._turn = self._dialect.turns(self.engine)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Self:

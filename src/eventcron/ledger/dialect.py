@@ -10,10 +10,12 @@ to create an SQLite ledger's file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +108,11 @@ class Dialect(ABC):
     def engine(self, url: str, database: str | None) -> Engine:
         """Create the engine for ``url``, whose database part is ``database``."""
 
+    def turns(self, engine: Engine) -> contextlib.AbstractContextManager[Any]:
+        """Return what threads hold around a transaction (nothing, unless they share one)."""
+        del engine
+        return contextlib.nullcontext()
+
     @abstractmethod
     def insert(self, table: Table) -> Any:
         """Return ``INSERT ... ON CONFLICT DO NOTHING`` into ``table``."""
@@ -144,6 +151,12 @@ class SQLite(Dialect):
         super().__init__()
         self._pick = self.render(queries.SQLITE_PICK)
         self._take = self.render(queries.SQLITE_TAKE)
+
+    def turns(self, engine: Engine) -> contextlib.AbstractContextManager[Any]:
+        """Return a lock for an in-memory ledger: one connection, so threads take turns."""
+        if isinstance(engine.pool, StaticPool):
+            return threading.RLock()
+        return contextlib.nullcontext()
 
     def engine(self, url: str, database: str | None) -> Engine:
         """Create the engine, and the ledger's file (private) where it does not exist yet.

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from eventcron.states import Status
 
 EVENT_NAMESPACE: Final = uuid.UUID("6f1b8f1e-3c1a-5f0e-9d43-4a7e0c5b2d11")  # UUIDv5 namespace
@@ -20,6 +22,9 @@ PASSED_BEFORE_LOAD: Final = "passed before the schedule was loaded"  # a skip's 
 
 HEARTBEAT_INTERVAL: Final = 5.0  # seconds between an instance's heartbeats
 ALIVE_WITHIN: Final = 30.0  # seconds: an instance not seen for longer is not running
+# What a ledger call raises when the database or the disk fails for now (locked, gone, full):
+# callers that can wait retry or report it, never crash on it.
+TRANSIENT: Final = (SQLAlchemyError, OSError)
 
 
 class LedgerError(Exception):

@@ -22,9 +22,17 @@ from eventcron.clock import Clock, monotonic, to_ms
 from eventcron.delivery.auth import Token
 from eventcron.delivery.dispatch import Dispatcher, ResultHook
 from eventcron.firing.pipeline import Firing
-from eventcron.firing.recovery import RETRIED, retrying
+from eventcron.firing.recovery import retrying
 from eventcron.firing.scheduler import FIRE_LEAD
-from eventcron.ledger import Instance, Ledger, LedgerThread, Owner, display_url, owner_is_dead
+from eventcron.ledger import (
+    TRANSIENT,
+    Instance,
+    Ledger,
+    LedgerThread,
+    Owner,
+    display_url,
+    owner_is_dead,
+)
 from eventcron.metrics import Health, Metrics, MetricsServer
 from eventcron.problems import InvalidInput, first_line
 from eventcron.service.connection import Connection
@@ -48,7 +56,6 @@ class Daemon:
                  notifier: Notifier | None = None,
                  observe_interval: float = OBSERVE_INTERVAL,
                  fire_lead: timedelta = FIRE_LEAD) -> None:
-        self.config = cfg
         self.clock = clock
         self.metrics = Metrics()
         self.notifier = notifier or Notifier()
@@ -78,6 +85,11 @@ class Daemon:
         self.started_wall = clock.now()
         self.ready = False
         self.on_ready: Callable[[], None] | None = None
+
+    @property
+    def config(self) -> config.Config:
+        """The configuration running now (firing's plan is the one source of it)."""
+        return self.firing.state.config
 
     def _wake_dispatcher(self) -> None:
         self.dispatcher.wake()
@@ -208,7 +220,7 @@ class Daemon:
         await self.connection.aclose()
         try:
             await self.db.call(self.db.ledger.heartbeat, self._instance(stopped=True))
-        except RETRIED as e:
+        except TRANSIENT as e:
             log.warning("cannot mark this instance stopped in the ledger: %s", first_line(e))
         await asyncio.to_thread(self.db.close)
         took = monotonic() - self.started_at
@@ -228,7 +240,7 @@ class Daemon:
                 await self.db.call(self.db.ledger.probe, to_ms(self.clock.now()))
         except TimeoutError:
             problems.append(f"the ledger did not take a write within {HEALTH_PROBE_TIMEOUT:g}s")
-        except RETRIED as e:
+        except TRANSIENT as e:
             problems.append(f"the ledger does not take writes: {first_line(e)}")
         return Health(not problems, tuple(problems))
 
@@ -261,7 +273,6 @@ class Daemon:
         if new.database != self.config.database:
             log.warning("reload: the database setting changed; that needs a restart and was"
                         " ignored")
-        self.config = new
         # Every component takes its new settings the same way: pushed, here, in this order.
         change = await self.firing.configure(new, self.clock.now())
         self.upkeep.configure(new)

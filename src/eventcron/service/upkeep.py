@@ -20,8 +20,7 @@ from eventcron.clock import Clock, monotonic, rfc3339, to_ms
 from eventcron.config.audience import file_stamp
 from eventcron.delivery.dispatch import Dispatcher
 from eventcron.firing.pipeline import Firing
-from eventcron.firing.recovery import RETRIED
-from eventcron.ledger import HEARTBEAT_INTERVAL, Instance, LedgerThread
+from eventcron.ledger import HEARTBEAT_INTERVAL, TRANSIENT, Instance, LedgerThread
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
 from eventcron.service.connection import Connection
@@ -81,7 +80,7 @@ class Upkeep:
         while True:
             try:
                 await self.db.call(self.db.ledger.heartbeat, instance())
-            except RETRIED as e:
+            except TRANSIENT as e:
                 if not failing:
                     log.warning("cannot write this instance's heartbeat: %s", first_line(e))
                 failing = True
@@ -100,7 +99,7 @@ class Upkeep:
         while True:
             try:
                 counts = await self.db.call(self.db.ledger.counts)
-            except RETRIED as e:
+            except TRANSIENT as e:
                 log.warning("cannot count ledger rows: %s", first_line(e))
             else:
                 self._counts = counts
@@ -127,7 +126,7 @@ class Upkeep:
             try:
                 # In short steps: claims, records and /healthz get through in between.
                 n = await self.db.prune(before, horizon)
-            except RETRIED as e:
+            except TRANSIENT as e:
                 log.warning("cannot prune old ledger rows: %s", first_line(e))
             else:
                 if n:
@@ -155,7 +154,7 @@ class Upkeep:
         while True:
             await asyncio.sleep(TOKEN_CHECK_INTERVAL)
             if self.dispatcher.auth_problem is not None and await self.connection.reread():
-                source = self.cfg.endpoint.token.describe()
+                source = self.connection.endpoint.token.describe()
                 self.dispatcher.resume(f"a new token appeared in {source}")
             if monotonic() - last_warning >= TOKEN_WARN_INTERVAL:
                 last_warning = monotonic()
