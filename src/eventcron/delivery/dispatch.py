@@ -152,7 +152,7 @@ class Dispatcher:
                 except (SQLAlchemyError, OSError) as e:
                     self._ledger_failed = True
                     errors += 1
-                    delay = min(ERROR_BACKOFF_MAX, 0.25 * 2 ** min(errors, 10))
+                    delay = _backoff(errors)
                     log.error("the ledger failed while dispatching (%s); retrying in %.1fs",
                               first_line(e), delay)
                     await self._sleep(self._wake, delay)
@@ -378,7 +378,7 @@ class Dispatcher:
             except (SQLAlchemyError, OSError) as e:
                 self._ledger_failed = True
                 failures += 1
-                delay = min(ERROR_BACKOFF_MAX, 0.25 * 2 ** min(failures, 10))
+                delay = _backoff(failures)
                 log.error("cannot record %d results in the ledger (%s); keeping them and"
                           " retrying in %.1fs", len(self._results), first_line(e), delay)
                 await asyncio.sleep(delay)
@@ -465,3 +465,8 @@ class Dispatcher:
                 log.error("cannot release %d claims (%s); they expire on their own",
                           len(left), first_line(e))
         return len(left)
+
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` ledger errors in a row: 0.5 s doubling to the cap."""
+    return min(ERROR_BACKOFF_MAX, 0.25 * 2.0 ** min(failures, 10))
