@@ -19,7 +19,6 @@ from eventcron import __version__
 from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failure, UsageError, err
 from eventcron.clock import SystemClock
 from eventcron.config import locate
-from eventcron.problems import first_line
 from eventcron.states import STATUSES
 
 DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
@@ -264,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = sys.modules.get("sqlalchemy.exc")
         if errors is None or not isinstance(e, errors.SQLAlchemyError):
             raise
+        from eventcron.problems import first_line  # here only: it loads dataclasses, difflib
+
         err(f"eventcron: the ledger failed: {first_line(e)};"
              " nothing was left half-done, so try again.")
         return EXIT_FAILURE
