@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The row every revision's bench/throughput.py prints since the benchmark exists.
 ROW = re.compile(r"^\| throughput, ([\d,]+)-user campaign end to end \| ([\d,.]+) deliveries/s \|",
                  re.MULTILINE)
+# CPU time per delivery, all threads: less swayed than the rate by what else the machine runs.
+CPU = re.compile(r"CPU per delivery \(all threads, median\) eventcron ([\d,.]+) us")
 UNDELIVERED = "SOME ROWS WERE NOT DELIVERED"
 CHILD_TIMEOUT = 3600.0  # seconds for one side of one pair; a hang must not last for ever
 GRACE = 5.0  # seconds a child gets after SIGINT to stop its nginx before it is killed
@@ -52,6 +54,7 @@ class Result:
     users: int
     rate: float
     complete: bool
+    cpu_us: float | None  # None where that revision's bench does not print it
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -173,8 +176,9 @@ def measure(side: Side, quick: bool) -> Result:
     row = ROW.search(out)
     if row is None:
         raise SystemExit(f"bench: no throughput row in {side.label}'s output:\n{out[-2000:]}")
+    cpu = CPU.search(out)
     return Result(int(row[1].replace(",", "")), float(row[2].replace(",", "")),
-                  UNDELIVERED not in out)
+                  UNDELIVERED not in out, float(cpu[1].replace(",", "")) if cpu else None)
 
 
 def report(old: Side, new: Side, pairs: list[tuple[Result, Result]]) -> str:
@@ -182,14 +186,23 @@ def report(old: Side, new: Side, pairs: list[tuple[Result, Result]]) -> str:
     def cell(r: Result) -> str:
         return f"{r.rate:,.0f}" + ("" if r.complete else " (NOT ALL DELIVERED)")
 
+    def us(r: Result) -> str:
+        return "" if r.cpu_us is None else f"{r.cpu_us:,.0f}"
+
     ratios = [n.rate / o.rate for o, n in pairs]
     olds = statistics.median(o.rate for o, _ in pairs)
     news = statistics.median(n.rate for _, n in pairs)
-    rows = [["run", f"old: {old.label}", f"new: {new.label}", "new/old"], ["---"] * 4]
-    rows += [[f"pair {i}", cell(o), cell(n), f"{r:.2f}x"]
+    rows = [["run", f"old: {old.label}", f"new: {new.label}", "new/old",
+             "CPU us/delivery, old", "new"], ["---"] * 6]
+    rows += [[f"pair {i}", cell(o), cell(n), f"{r:.2f}x", us(o), us(n)]
              for i, ((o, n), r) in enumerate(zip(pairs, ratios, strict=True), 1)]
+    cpus = [(o.cpu_us, n.cpu_us) for o, n in pairs
+            if o.cpu_us is not None and n.cpu_us is not None]
+    cpu_cells = ([f"{statistics.median(o for o, _ in cpus):,.0f}",
+                  f"{statistics.median(n for _, n in cpus):,.0f}"] if cpus else ["", ""])
     rows.append(["median", f"{olds:,.0f}", f"{news:,.0f}",
-                 f"{news / olds:.2f}x (median of pair ratios {statistics.median(ratios):.2f}x)"])
+                 f"{news / olds:.2f}x (median of pair ratios {statistics.median(ratios):.2f}x)",
+                 *cpu_cells])
     users = pairs[0][0].users
     return (f"throughput, {users:,}-user campaign end to end, deliveries/s; {len(pairs)}"
             " pair(s), old then new, each side measured by its own bench\n\n"
