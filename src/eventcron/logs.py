@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
+
+from eventcron.clock import rfc3339
 
 LogFormat = Literal["text", "json"]
 LIMIT_INTERVAL: Final = 10.0  # seconds over which a Limiter counts lines
@@ -25,10 +30,16 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC, RFC 3339), level, logger, msg, and extras."""
+    """One JSON object per line: ts (UTC, RFC 3339), level, logger, msg, and the event's fields.
+
+    The fields are what the call passed with ``extra=`` (schedule, occurrence, event_id,
+    status, ...): every attribute a plain LogRecord does not have. A value JSON cannot
+    hold is dropped rather than turned into text, since an object's ``str()`` is not
+    written for logs (and could carry what must never be logged); a datetime is RFC 3339.
+    """
 
     _SKIP: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-        "message", "asctime"}
+        "message", "asctime", "ts", "level", "logger", "msg", "exc"}
 
     def format(self, record: logging.LogRecord) -> str:
         """Render the record as JSON."""
@@ -41,10 +52,37 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in self._SKIP and not key.startswith("_"):
-                item[key] = value
+                plain = _plain(value)
+                if plain is not _DROP:
+                    item[key] = plain
         if record.exc_info:
             item["exc"] = self.formatException(record.exc_info)
-        return json.dumps(item, ensure_ascii=False, default=str)
+        return json.dumps(item, ensure_ascii=False)
+
+
+_DROP: Final = object()
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _plain(value: object, depth: int = 0) -> object:
+    """Return ``value`` as JSON can hold it, or :data:`_DROP` when it cannot."""
+    if isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            return _DROP  # NaN and infinities are not JSON
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return _DROP  # a naive time says no zone: better absent than misread
+        utc = value.astimezone(UTC)
+        return rfc3339(utc) if not utc.microsecond else (
+            utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    if depth < 3 and isinstance(value, list | tuple):
+        items = [_plain(v, depth + 1) for v in value]
+        return _DROP if any(v is _DROP for v in items) else items
+    if depth < 3 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        pairs = {k: _plain(v, depth + 1) for k, v in value.items()}
+        return _DROP if any(v is _DROP for v in pairs.values()) else pairs
+    return _DROP
 
 
 def setup(fmt: LogFormat = "text", *, verbose: bool = False,
@@ -73,8 +111,9 @@ class Limiter:
         self._count = 0
         self._suppressed = 0
 
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        """Log, unless this interval's quota is spent (then count it)."""
+    def log(self, level: int, msg: str, *args: Any,
+            extra: Mapping[str, object] | None = None) -> None:
+        """Log (with the fields in ``extra``), unless this interval's quota is spent."""
         now = time.monotonic()
         if now - self._window_start >= LIMIT_INTERVAL:
             if self._suppressed:
@@ -83,7 +122,7 @@ class Limiter:
             self._window_start, self._count, self._suppressed = now, 0, 0
         if self._count < self.per_interval:
             self._count += 1
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, extra=extra)
         else:
             self._suppressed += 1
 

@@ -12,7 +12,7 @@ import bisect
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +37,10 @@ REQUEST_TIMEOUT: Final = 5.0  # seconds a scraper may take to send its request
 MAX_REQUEST_BYTES: Final = 8192  # bytes of request head read before giving up
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OUTCOMES: Final = ("delivered", "retry", "failed", "expired", "held")
+# Seconds from an event's nominal time to its delivery: from on time to the longest
+# delivery.expires_after worth having; 60 is a bound so that "within a minute" can be read.
+LATENESS_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                           3600.0, 7200.0, 21600.0, 86400.0)
 
 
 class Metrics:
@@ -54,6 +58,10 @@ class Metrics:
         self.results: dict[str, int] = dict.fromkeys(("2xx", "3xx", "4xx", "5xx", "error"), 0)
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
+        # Delivery lateness, first attempts and retries apart: [first, retry].
+        self.lateness_buckets = ([0] * (len(LATENESS_BUCKETS) + 1),
+                                 [0] * (len(LATENESS_BUCKETS) + 1))
+        self.lateness_sum = [0.0, 0.0]
         self.in_flight = 0
         r.register(_HotPath(self))
         self.rows = Gauge("eventcron_ledger_rows", "Ledger rows by state.", ["state"],
@@ -63,6 +71,10 @@ class Metrics:
                                " zones (Unix time); absent when it fires no more.",
                                ["schedule"], registry=r)
         self._next_fire_series: set[str] = set()
+        self.last_fire_gauge = Gauge("eventcron_last_fire_timestamp_seconds",
+                                     "Nominal time of the latest occurrence each schedule"
+                                     " fired (Unix time).", ["schedule"], registry=r)
+        self._last_fires: dict[str, float] = {}
         self.token_expiry = Gauge("eventcron_token_expiry_timestamp_seconds",
                                   "When the API token expires (Unix time; 0 if never).",
                                   registry=r)
@@ -87,6 +99,25 @@ class Metrics:
         for schedule, t in soonest.items():
             self.next_fire.labels(schedule).set(t)
         self._next_fire_series = set(soonest)
+
+    def last_fire(self, schedule_id: str, nominal_ts: float) -> None:
+        """Record that ``schedule_id`` fired its occurrence of ``nominal_ts`` (Unix time).
+
+        Only a later occurrence moves the gauge: an older one fired after it (a catch-up,
+        an interrupted fire finished) does not make the schedule look behind.
+        """
+        if nominal_ts > self._last_fires.get(schedule_id, float("-inf")):
+            self._last_fires[schedule_id] = nominal_ts
+            self.last_fire_gauge.labels(schedule_id).set(nominal_ts)
+
+    def delivered(self, lateness: float, first: bool) -> None:
+        """Count one delivery, ``lateness`` seconds after its nominal time.
+
+        ``first``: delivered by its first attempt (else by a retry).
+        """
+        i = 0 if first else 1
+        self.lateness_buckets[i][bisect.bisect_left(LATENESS_BUCKETS, lateness)] += 1
+        self.lateness_sum[i] += lateness
 
     def outcome(self, label: str) -> None:
         """Count one attempt outcome (delivered, retry, failed, expired, held)."""
@@ -121,16 +152,28 @@ class _HotPath(Collector):
             " error (no status: connection error or timeout).", labels=["result"])
         for label, n in m.results.items():
             results.add_metric([label], n)
-        cumulative, buckets = 0, []
-        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), m.latency_buckets, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         latency = HistogramMetricFamily(
             "eventcron_request_duration_seconds", "Time from sending a request to its answer.",
-            buckets=buckets, sum_value=m.latency_sum)
+            buckets=_cumulative(LATENCY_BUCKETS, m.latency_buckets), sum_value=m.latency_sum)
+        lateness = HistogramMetricFamily(
+            "eventcron_delivery_lateness_seconds", "Time from an event's nominal time to its"
+            " delivery, by the attempt that delivered it (first or retry).",
+            labels=["attempt"])
+        for i, attempt in enumerate(("first", "retry")):
+            lateness.add_metric([attempt], _cumulative(LATENESS_BUCKETS, m.lateness_buckets[i]),
+                                m.lateness_sum[i])
         in_flight = GaugeMetricFamily("eventcron_requests_in_flight",
                                       "Requests being sent now.", value=m.in_flight)
-        return [outcomes, results, latency, in_flight]
+        return [outcomes, results, latency, lateness, in_flight]
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> Sequence[tuple[str, float]]:
+    """Turn per-bucket counts (the last one +Inf) into Prometheus's cumulative buckets."""
+    cumulative, buckets = 0, list[tuple[str, float]]()
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return buckets
 
 
 @dataclass(frozen=True, slots=True)

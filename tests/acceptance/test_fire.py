@@ -61,8 +61,9 @@ def test_fire_sends_what_passed_before_the_load_once(run: Run, tmp_path: Path) -
     assert len(sink.records()) == 3  # the second fire added nothing to send
 
     stopped = run("fire", "launch")
-    assert "No instance is running (last seen" in stopped.stdout
-    assert "stopped): the rows wait pending until one starts." in stopped.stdout
+    assert "\nnot running: last seen " in stopped.stdout  # as `status` opens
+    assert "(stopped)\nNo instance is running: the rows wait pending until one starts." \
+        in stopped.stdout
 
 
 @pytest.mark.slow

@@ -230,7 +230,7 @@ def test_removing_a_schedule_cancels_its_pending_rows(
             await firing.settle()
             smaller = write_config(tmp_path, every_minute("b"), name="smaller.yaml")
             change = await firing.configure(smaller, clock.now())
-            assert change == Change(jobs=1, added=0, retimed=0, removed=1)
+            assert change == Change(jobs=1, added=0, retimed=0, removed=1, cancelled=2)
             assert not firing.is_active("a")
             rows = memory_ledger.rows(Filters(schedule=("a",)))
             assert [(r.status, r.last_error) for r in rows] == [("cancelled", RETIRED)] * 2

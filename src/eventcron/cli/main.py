@@ -22,6 +22,7 @@ from eventcron.config import locate
 from eventcron.states import STATUSES
 
 DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
+DEFAULT_DIFF_DAYS: Final = 7  # days of occurrences `diff` compares
 DEFAULT_LIST_LIMIT: Final = 50  # rows `deliveries` shows unless told otherwise
 
 
@@ -79,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("schema", "print the JSON Schema of the schedule file", "schedules:cmd_schema")
 
+    p = command("diff", "what applying a schedule file will change (exit 1 if anything)",
+                "diff:cmd_diff")
+    p.add_argument("file", nargs="?", help="the edited schedule file (default: --config)")
+    p.add_argument("--against", metavar="OLD_FILE",
+                   help="compare with this file (default: the plan last applied, from the"
+                        " ledger)")
+    p.add_argument("--days", metavar="N", type=_positive_int, default=DEFAULT_DIFF_DAYS,
+                   help=f"compare occurrences over the next N days (default {DEFAULT_DIFF_DAYS})")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+
     p = command("run", "run the daemon: fire schedules, deliver, retry, record", "service:cmd_run")
     p.add_argument("--metrics", metavar="ADDR", type=_listen,
                    help="serve /metrics and /healthz here (9108, 127.0.0.1:9108, [::1]:9108);"
@@ -95,8 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-type", metavar="TYPE", required=True, help="the event_type")
     p.add_argument("--data", metavar="JSON", default="{}", help="a JSON object (default {})")
 
-    p = command("status", "schedules, ledger counts, endpoint health", "operate:cmd_status")
+    p = command("status", "who is running, schedules, ledger counts, endpoint health",
+                "operate:cmd_status")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("history", "occurrences newest first: fired or skipped, by whom, and their"
+                " rows", "history:cmd_history")
+    p.add_argument("--schedule", metavar="ID", action="append",
+                   help="only this schedule (repeatable)")
+    p.add_argument("--since", metavar="TIME", type=_since,
+                   help="occurrences at or after TIME (RFC 3339, or a duration ago: 24h)")
+    p.add_argument("--limit", metavar="N", type=_non_negative_int, default=DEFAULT_LIST_LIMIT,
+                   help=f"occurrences at most (default {DEFAULT_LIST_LIMIT}; 0 for all)")
+    p.add_argument("--changes", action="store_true",
+                   help="list the plans instances applied and the reloads they refused,"
+                        " instead of occurrences")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
 
     p = command("deliveries", "list ledger rows, newest first", "operate:cmd_deliveries")
     _filters(p)
@@ -203,9 +228,21 @@ def _since(text: str) -> datetime:
     from eventcron import config
 
     try:
-        return SystemClock().now() - timedelta(seconds=config.parse_duration(text))
+        seconds = config.parse_duration(text)
     except ValueError:
-        return _rfc3339(text)
+        pass
+    else:
+        try:
+            return SystemClock().now() - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} reaches back past year 1") from None
+    try:
+        datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (24h, 30m, 2d) nor an RFC 3339 time such as"
+            " 2026-12-01T09:00:00Z") from None
+    return _rfc3339(text)  # a time: it still needs its UTC offset
 
 
 def _positive_int(text: str) -> int:

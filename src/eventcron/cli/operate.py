@@ -24,20 +24,26 @@ if TYPE_CHECKING:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show schedules with their last and next fire, ledger counts and endpoint health.
+    """Show who is running, schedules with their last and next fire, counts, endpoint health.
 
-    Only the ledger is needed: when the schedule file is invalid (or, with ``--database``,
-    absent) it shows what the ledger knows, after one warning line if the file is invalid.
+    It opens with the instances' liveness (their heartbeat rows); ``--json`` adds them as
+    ``instances``, and each schedule's latest occurrence as ``last_occurrence``. Only the
+    ledger is needed: when the schedule file is invalid (or, with ``--database``, absent)
+    it shows what the ledger knows, after one warning line if the file is invalid.
     """
+    from eventcron.cli.history import entry_json
     from eventcron.ledger import display_url
 
     now = SystemClock().now()
     with ledger_only(args, need_config=True, from_invalid_file=True) as (ledger, target):
+        instances = ledger.instances()
         counts = ledger.counts()
         by_schedule = ledger.counts_by_schedule()
         last_fired = ledger.last_fired()
+        latest = {sid: entry_json(e) for sid, e in ledger.latest_occurrences().items()}
         health = ledger.health()
         known = ledger.known_schedules() if target.cfg is None else set()
+    now_ms = to_ms(now)
     cfg = target.cfg
     if target.problems:
         shown = display_url(target.url)
@@ -53,16 +59,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             "event_type": s.event_type, "users": s.audience.size,
             "last_fire": rfc3339(from_ms(last)) if last is not None else None,
             "next_fire": rfc3339(upcoming[0].nominal) if upcoming else None,
-            "counts": by_schedule.get(s.id, none),
+            "counts": by_schedule.get(s.id, none), "last_occurrence": latest.get(s.id),
         })
     if cfg is None:  # what the ledger knows: no kind, zone, audience or next fire
-        for sid in sorted({*by_schedule, *last_fired, *known}):
+        for sid in sorted({*by_schedule, *last_fired, *known, *latest}):
             last = last_fired.get(sid)
             schedules.append({
                 "id": sid, "kind": None, "timezone": None, "enabled": None,
                 "event_type": None, "users": None,
                 "last_fire": rfc3339(from_ms(last)) if last is not None else None,
                 "next_fire": None, "counts": by_schedule.get(sid, none),
+                "last_occurrence": latest.get(sid),
             })
     token_info = _token_status(cfg.endpoint.token, now) if cfg is not None else None
     endpoint = {
@@ -76,14 +83,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     file = ({"path": str(target.path), "valid": cfg is not None, "problems": target.problems}
             if cfg is not None or target.problems else None)
     if args.json:
-        out(json.dumps({"schedules": schedules, "counts": counts, "endpoint": endpoint,
-                         "file": file}, indent=2))
+        out(json.dumps({"instances": [_instance_json(i, now_ms) for i in instances],
+                        "schedules": schedules, "counts": counts, "endpoint": endpoint,
+                        "file": file}, indent=2, ensure_ascii=False))
         return EXIT_OK
+    out(liveness(instances, now_ms))
+    note = _plan_note(instances, now_ms, cfg.sha256) if cfg is not None else None
+    if note:
+        out(f"  {note}")
     out(f"Schedules in {cfg.path}:" if cfg is not None else "Schedules in the ledger:")
     for item in schedules:
         c = item["counts"]
         tally = (f"{c['pending']} pending, {c['delivered']} delivered, {c['failed']} failed,"
                  f" {c['expired']} expired")
+        latest_one = item["last_occurrence"]
+        if latest_one is not None and latest_one["outcome"] == "skipped":
+            tally += (f"; latest occurrence {latest_one['occurrence']} skipped:"
+                      f" {latest_one['reason']}")
         if cfg is None:
             out(f"  {item['id']}: last fire {item['last_fire'] or 'never'}; {tally}")
             continue
@@ -246,13 +262,16 @@ def _count_fire(ledger: Ledger, job: plan.Job, nominal: datetime) -> Enqueued:
 async def _fire_now(ledger: Ledger, cfg: config.Config,
                     picked: list[tuple[plan.Job, datetime]]
                     ) -> tuple[list[Enqueued], list[Instance]]:
+    from eventcron.cli.history import by_hand_identity
     from eventcron.firing.firer import Firer
     from eventcron.ledger import LedgerThread
 
     # The daemon's own firing path: batches, the fire record, progress lines, the unique key.
     db = LedgerThread(ledger)
     try:
-        firer = Firer(db, SystemClock(), cfg.delivery, on_enqueued=lambda: None)
+        # Written to the fire records it opens: `history` shows who sent an occurrence.
+        firer = Firer(db, SystemClock(), cfg.delivery, on_enqueued=lambda: None,
+                      instance=by_hand_identity())
         counts = [await firer.fire(job, nominal, "eventcron fire", by_hand=True)
                   for job, nominal in picked]
         return counts, await db.call(ledger.instances)
@@ -261,27 +280,63 @@ async def _fire_now(ledger: Ledger, cfg: config.Config,
 
 
 def _who_sends(instances: list[Instance], now_ms: int, plan_sha256: str) -> str:
-    """Say whether a running instance will send the rows just enqueued."""
+    """Say who runs on the ledger (as `status` opens) and whether they will send the rows."""
+    lines = [liveness(instances, now_ms)]
     alive = [i for i in instances if i.alive(now_ms)]
     if not alive:
-        if not instances:
-            return ("No instance has run against this ledger yet: the rows wait pending until"
-                    " `eventcron run` starts.")
-        last = instances[0]
-        why = "stopped" if last.stopped_at is not None else "no heartbeat since: crashed or cut off"
-        return (f"No instance is running (last seen {_ago(now_ms - last.last_seen)} ago on"
-                f" {last.host}, {why}): the rows wait pending until one starts.")
-    who = "; ".join(f"{i.host} pid {i.pid}, last seen {_ago(now_ms - i.last_seen)} ago"
-                    for i in alive)
-    lines = [f"A running instance will send them ({who})."]
+        start = "`eventcron run` starts" if not instances else "one starts"
+        lines.append(f"No instance is running: the rows wait pending until {start}.")
+        return "\n".join(lines)
+    lines.append("A running instance will send them.")
     if any(i.paused for i in alive):
         lines.append("But sending is paused: the endpoint refused the token (see `eventcron"
                      " status`).")
-    if all(i.plan_sha256 != plan_sha256 for i in alive):
-        lines.append(f"Note: the running instances run another version of the schedule file"
-                     f" (plan {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); rows of"
-                     " a schedule their version lacks are cancelled, not sent.")
+    note = _plan_note(instances, now_ms, plan_sha256)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
+
+
+def liveness(instances: list[Instance], now_ms: int) -> str:
+    """Say in one line who runs on this ledger, from the heartbeat rows (newest first).
+
+    ``running: 1 instance (HOST pid 4242, up 3 h, last seen 2 s ago, plan 3f2a9c1e…)``, or
+    ``not running: last seen … (stopped)``, or ``… (no heartbeat for 5 min: crashed or cut
+    off)``, or that no instance ever used the ledger. `status` opens with it; `fire` says it.
+    """
+    alive = [i for i in instances if i.alive(now_ms)]
+    if alive:
+        each = "; ".join(
+            f"{i.host} pid {i.pid}, up {_ago(now_ms - i.started_at)}, last seen"
+            f" {_ago(now_ms - i.last_seen)} ago, plan {i.plan_sha256[:8]}…"
+            + (", paused: token refused" if i.paused else "") for i in alive)
+        return f"running: {count(len(alive), 'instance')} ({each})"
+    if not instances:
+        return "not running: no instance has used this ledger yet"
+    last = instances[0]
+    seen = from_ms(last.last_seen).strftime("%Y-%m-%d %H:%M UTC")
+    why = ("stopped" if last.stopped_at is not None else
+           f"no heartbeat for {_ago(now_ms - last.last_seen)}: crashed or cut off")
+    return f"not running: last seen {seen}, {last.host} pid {last.pid} ({why})"
+
+
+def _plan_note(instances: list[Instance], now_ms: int, plan_sha256: str) -> str | None:
+    """Warn when no running instance runs this version of the schedule file."""
+    alive = [i for i in instances if i.alive(now_ms)]
+    if not alive or any(i.plan_sha256 == plan_sha256 for i in alive):
+        return None
+    return (f"Note: the running instances run another version of the schedule file (plan"
+            f" {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); until they load"
+            " it, rows of a schedule their version lacks are cancelled, not sent.")
+
+
+def _instance_json(i: Instance, now_ms: int) -> dict[str, Any]:
+    """Return the JSON object of an instance's heartbeat row (``status --json``)."""
+    return {"name": i.name, "host": i.host, "pid": i.pid, "version": i.version,
+            "started_at": rfc3339(from_ms(i.started_at)),
+            "last_seen": rfc3339(from_ms(i.last_seen)),
+            "stopped_at": rfc3339(from_ms(i.stopped_at)) if i.stopped_at is not None else None,
+            "alive": i.alive(now_ms), "paused": i.paused, "plan_sha256": i.plan_sha256}
 
 
 def _ago(ms_: int) -> str:

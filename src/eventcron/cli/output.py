@@ -7,6 +7,11 @@ import sys
 from datetime import datetime
 from typing import Final, TextIO
 
+from eventcron.text import count
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Failure", "UsageError",
+           "count", "err", "local_iso", "out"]
+
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
@@ -37,11 +42,6 @@ def out(line: str = "", stream: TextIO | None = None) -> None:
 def err(line: str) -> None:
     """Print a line to standard error."""
     print(line, file=sys.stderr)
-
-
-def count(n: int, noun: str) -> str:
-    """Return ``1 row``, ``2 rows``, ``1,000 rows``: one rule for counts in messages."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def local_iso(t: datetime) -> str:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         Schedule,
         TokenSource,
     )
-    from eventcron.config.reader import database_of, load
+    from eventcron.config.reader import database_of, load, load_bytes
     from eventcron.config.units import format_duration, parse_duration, parse_listen
 
 # Where each re-exported name lives. They are imported on first use, so that importing a
@@ -50,7 +50,7 @@ _HOMES = {
                                     "resolve_config_path", "sqlite_url"), "locate"),
     **dict.fromkeys(("DEFAULT_ZONE", "USER_ZONE", "CatchUpMode", "Config", "Delivery",
                      "Endpoint", "Kind", "Schedule", "TokenSource"), "model"),
-    "database_of": "reader", "load": "reader",
+    "database_of": "reader", "load": "reader", "load_bytes": "reader",
     **dict.fromkeys(("format_duration", "parse_duration", "parse_listen"), "units"),
 }
 
@@ -82,6 +82,7 @@ __all__ = [
     "format_duration",
     "ledger_url",
     "load",
+    "load_bytes",
     "locate",
     "parse_duration",
     "parse_listen",

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import zoneinfo
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -159,6 +159,7 @@ class Config:
     schedules: tuple[Schedule, ...]
     metrics_listen: tuple[str, int] | None = None  # (host, port); None: no metrics
     sha256: str = ""  # of the file's bytes: which plan an instance runs
+    source: str = field(default="", repr=False)  # the file as loaded, for the audit log
 
     def schedule(self, schedule_id: str) -> Schedule | None:
         """Return the schedule with this id, or None."""

@@ -25,9 +25,17 @@ from eventcron.problems import InvalidInput
 
 def load(path: Path) -> Config:
     """Read, parse and validate a schedule file; raise :class:`InvalidInput` on any problem."""
-    raw = read_raw(path)
+    return load_bytes(read_raw(path), path)
+
+
+def load_bytes(raw: bytes, path: Path) -> Config:
+    """Parse and validate ``raw`` as if it were the file at ``path`` (paths relative to it).
+
+    For a plan kept in the ledger: ``eventcron diff`` reads what was applied this way.
+    """
     cfg = _config(FieldReader(path), parse_bytes(raw, str(path)))
-    return dataclasses.replace(cfg, sha256=hashlib.sha256(raw).hexdigest())
+    return dataclasses.replace(cfg, sha256=hashlib.sha256(raw).hexdigest(),
+                               source=raw.decode("utf-8", "replace"))
 
 
 def database_of(path: Path) -> str | None:

@@ -17,7 +17,7 @@ from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcron.clock import Clock, ms
+from eventcron.clock import Clock, from_ms, ms, rfc3339
 from eventcron.config import Delivery
 from eventcron.delivery.pacer import Pacer
 from eventcron.delivery.retry import Decision, Outcome, decide
@@ -130,7 +130,8 @@ class Dispatcher:
     def resume(self, reason: str) -> None:
         """Resume sending after a 401 pause (a new token was loaded)."""
         if self.auth_problem is not None:
-            log.warning("resuming deliveries: %s", reason)
+            log.warning("resuming deliveries: %s", reason,
+                        extra={"paused": False, "reason": reason})
         self.auth_problem = None
         self.metrics.paused.set(0)
         self._resumed.set()
@@ -192,6 +193,7 @@ class Dispatcher:
             expired = await self.db.call(self.ledger.expire_due, now_ms)
             if expired:
                 self.stats.expired += expired
+                self.metrics.outcomes["expired"] += expired  # final failures, for alerts
                 log.warning("%d events expired before they could be delivered"
                             " (delivery.expires_after)", expired)
         self._wake.clear()
@@ -270,9 +272,12 @@ class Dispatcher:
             now_ms = ms(now.timestamp())
             if row.expires_at <= now_ms:
                 # It waited in the claimed queue past its expiry (a long 429 pause, say).
+                reason = "expired before it could be delivered"
                 self._results.append(Result(row.id, "expired", row.attempts, now_ms, None,
-                                            "expired before it could be delivered"))
+                                            reason))
                 self.stats.expired += 1
+                self.metrics.outcome("expired")
+                self._log_final(row, "expired", reason, row.attempts, None)
                 return
             if not self.is_active(row.schedule_id):
                 # Its schedule was removed or disabled after the row was claimed (or the
@@ -319,6 +324,8 @@ class Dispatcher:
             self.pacer.on_throttle(loop.time(), pause)
         elif outcome.kind == "delivered":
             self.pacer.on_success()
+            # Holds (401) spend no attempt, so a row held and then delivered is "first".
+            self.metrics.delivered((now_ms - row.scheduled_for) / 1000, row.attempts == 0)
         self._results.append(Result(
             row.id, decision.status, decision.attempts, decision.next_attempt_at,
             outcome.status_code, decision.reason,
@@ -339,16 +346,42 @@ class Dispatcher:
             self.stats.delivered += 1
         elif decision.status == "pending":
             self.stats.retried += 1
-            log.debug("event %s for %s will be retried: %s", row.event_id, row.app_user_id,
-                      decision.reason)
         else:
             if decision.status == "failed":
                 self.stats.failed += 1
             else:
                 self.stats.expired += 1
-            self._failures.log(logging.WARNING, "event %s (%s, user %s) %s: %s",
-                               row.event_id, row.schedule_id, row.app_user_id,
-                               decision.status, decision.reason)
+            self._log_final(row, decision.status, decision.reason, decision.attempts,
+                            outcome.status_code)
+            return
+        # One line per outcome only with --verbose (DEBUG): at full speed that is
+        # thousands of lines a second, so nothing of it is built otherwise.
+        if log.isEnabledFor(logging.DEBUG):
+            attempt = row.attempts + (0 if decision.hold else 1)
+            fields = _fields(row, label, attempt, outcome.status_code, decision.reason)
+            if label == "delivered":
+                log.debug("event %s (%s, user %s) delivered: HTTP %s, attempt %d",
+                          row.event_id, row.schedule_id, row.app_user_id, outcome.status_code,
+                          attempt, extra=fields)
+            elif label == "held":
+                log.debug("event %s (%s, user %s) held while the endpoint refuses the"
+                          " token: %s", row.event_id, row.schedule_id, row.app_user_id,
+                          decision.reason, extra=fields)
+            else:
+                log.debug("event %s (%s, user %s) will be retried after attempt %d: %s",
+                          row.event_id, row.schedule_id, row.app_user_id, attempt,
+                          decision.reason, extra=fields)
+
+    def _log_final(self, row: Claimed, status: str, reason: str | None, attempt: int,
+                   status_code: int | None) -> None:
+        """Log a final failure: every one with --verbose, else a bounded share of them."""
+        fields = _fields(row, status, attempt, status_code, reason)
+        args = (row.event_id, row.schedule_id, row.app_user_id, status, reason)
+        if log.isEnabledFor(logging.DEBUG):
+            log.warning("event %s (%s, user %s) %s: %s", *args, extra=fields)
+        else:
+            self._failures.log(logging.WARNING, "event %s (%s, user %s) %s: %s", *args,
+                               extra=fields)
 
     def _pause_for_auth(self, outcome: Outcome) -> None:
         if self.auth_problem is None:
@@ -357,7 +390,8 @@ class Dispatcher:
             log.error("the endpoint rejected the token (%s): deliveries are paused and"
                       " events stay pending without spending attempts until a new token is"
                       " loaded (update %s, then reload: systemctl reload eventcron)",
-                      self.auth_problem, self.sender.token.source.describe())
+                      self.auth_problem, self.sender.token.source.describe(),
+                      extra={"paused": True, "reason": self.auth_problem})
 
     # --- results ------------------------------------------------------------------------
 
@@ -465,6 +499,18 @@ class Dispatcher:
                 log.error("cannot release %d claims (%s); they expire on their own",
                           len(left), first_line(e))
         return len(left)
+
+
+def _fields(row: Claimed, status: str, attempt: int, status_code: int | None,
+            error: str | None) -> dict[str, object]:
+    """Return the fields of a delivery outcome's log line (``extra``), for JSON logs.
+
+    ``status``: delivered, retry, held, failed or expired; ``attempt``: the attempts spent
+    on the event so far, this one included (a hold spends none).
+    """
+    return {"schedule": row.schedule_id, "occurrence": rfc3339(from_ms(row.scheduled_for)),
+            "event_id": row.event_id, "app_user_id": row.app_user_id, "status": status,
+            "attempt": attempt, "status_code": status_code, "error": error}
 
 
 def _backoff(failures: int) -> float:

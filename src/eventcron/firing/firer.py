@@ -74,9 +74,11 @@ class Firer:
 
     def __init__(self, db: LedgerThread, clock: Clock, policy: Delivery,
                  on_enqueued: Callable[[], None], *, watermark: Watermark = _nominal,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, instance: str | None = None) -> None:
         self.metrics = metrics or Metrics()
         self.db = db
+        # Who fires: written to each fire record it opens or finishes (``history`` shows it).
+        self.instance = instance
         self.clock = clock
         self.policy = policy
         self.on_enqueued = on_enqueued
@@ -104,10 +106,10 @@ class Firer:
         if by_hand:  # always fires; finishes the record only if it took it
             started = True
             owned = await self.db.call(ledger.begin_fire_by_hand, sid, zone, nominal_ms,
-                                       self._now_ms())
+                                       self._now_ms(), instance=self.instance)
         else:
             started = owned = await self.db.call(ledger.begin_fire, sid, zone, nominal_ms,
-                                                 self._now_ms())
+                                                 self._now_ms(), instance=self.instance)
         if not started:
             log.debug("%s at %s was already fired", job.key, rfc3339(nominal))
             return Enqueued(0, 0)
@@ -128,15 +130,18 @@ class Firer:
                          rfc3339(nominal), f"{total:,}", total / (last_report - began))
         now_ms = self._now_ms()
         if owned:
-            await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms)
+            await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms,
+                               instance=self.instance)
         if not by_hand:
             await self.db.call(ledger.set_job_state, job.key, sid, job.schedule.fingerprint(),
                                self.watermark(job, nominal), now_ms)
         self.metrics.fires.inc()
         self.metrics.enqueued.inc(added)
+        self.metrics.last_fire(sid, nominal.timestamp())
         again = f" ({total - added:,} were already queued)" if total != added else ""
         log.info("fired %s at %s%s: %s users enqueued%s", job.key, rfc3339(nominal),
-                 f" ({why})" if why else "", f"{added:,}", again)
+                 f" ({why})" if why else "", f"{added:,}", again,
+                 extra=_fired(job, nominal, added))
         return Enqueued(total, added)
 
     async def fire_together(self, fires: list[tuple[Job, datetime]]) -> int:
@@ -153,7 +158,8 @@ class Firer:
                               job.schedule.audience.size, expires_after),
                   self.watermark(job, nominal))
                  for job, nominal in fires]
-        added = await self.db.call(self.db.ledger.fire_together, batch, now_ms)
+        added = await self.db.call(self.db.ledger.fire_together, batch, now_ms,
+                                   instance=self.instance)
         self.on_enqueued()
         total = 0
         for (job, nominal), n in zip(fires, added, strict=True):
@@ -162,7 +168,9 @@ class Firer:
                 continue
             total += n
             self.metrics.fires.inc()
-            log.info("fired %s at %s: %s users enqueued", job.key, rfc3339(nominal), f"{n:,}")
+            self.metrics.last_fire(job.schedule.id, nominal.timestamp())
+            log.info("fired %s at %s: %s users enqueued", job.key, rfc3339(nominal), f"{n:,}",
+                     extra=_fired(job, nominal, n))
         self.metrics.enqueued.inc(total)
         return total
 
@@ -173,3 +181,9 @@ class Firer:
         if not rows:
             return 0, 0
         return len(rows), self.db.ledger.enqueue(rows, self._now_ms())
+
+
+def _fired(job: Job, nominal: datetime, rows: int) -> dict[str, object]:
+    """Return the structured fields of a "fired" log line (``--log-format json``)."""
+    return {"schedule": job.schedule.id, "occurrence": rfc3339(nominal), "timezone": job.zone,
+            "rows": rows}

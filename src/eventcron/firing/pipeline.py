@@ -58,6 +58,7 @@ class Change(NamedTuple):
     added: int
     retimed: int
     removed: int
+    cancelled: int = 0  # pending rows of schedules that left the plan
 
 
 class Firing:
@@ -65,13 +66,15 @@ class Firing:
 
     def __init__(self, db: LedgerThread, clock: Clock, cfg: Config, *,
                  on_enqueued: Callable[[], None], metrics: Metrics,
-                 lead: timedelta = FIRE_LEAD) -> None:
+                 lead: timedelta = FIRE_LEAD, instance: str | None = None) -> None:
         self.db = db
         self.clock = clock
         self.state = State(cfg)
+        # ``instance`` (the claim owner name) is written to every fire record this writes.
+        self.instance = instance
         self.firer = Firer(db, clock, cfg.delivery, on_enqueued, watermark=self._watermark_for,
-                           metrics=metrics)
-        self.recovery = Recovery(db, clock, self.firer)
+                           metrics=metrics, instance=instance)
+        self.recovery = Recovery(db, clock, self.firer, instance=instance)
         self.clockwork = Clockwork(self.handoff, lead)
         self._fired = 0
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_FIRES)
@@ -145,6 +148,7 @@ class Firing:
             retimed.append(job)
             self.clockwork.set_job(key, job.timing, now)
         added = sum(1 for job in retimed if job.key not in old_jobs)
+        cancelled = 0
         try:
             for job in retimed:
                 # New or retimed jobs start from now: no catch-up for them, ever.
@@ -152,14 +156,14 @@ class Firing:
                                    job.schedule.fingerprint(), to_ms(now), to_ms(now),
                                    reset=True)
                 await self.recovery.skip_passed(new, job, now)
-            await self._retire(old_active, now)
+            cancelled = await self._retire(old_active, now)
         except RETRIED as e:
             # The plan is applied; only its bookkeeping failed. The dispatcher already
             # refuses rows of retired schedules, and the next start redoes the rest.
             log.error("reload: the ledger failed while applying %s (%s); running the new plan"
                       " anyway", new.path, first_line(e))
         return Change(len(new_jobs), added, len(retimed) - added,
-                      len(old_jobs.keys() - new_jobs.keys()))
+                      len(old_jobs.keys() - new_jobs.keys()), cancelled)
 
     async def stop(self) -> None:
         """Stop the clock and cut fires short (the next start finishes them)."""
@@ -202,12 +206,13 @@ class Firing:
                             "forward" if drift > 0 else "back", abs(drift))
                 self.clockwork.wakeup()
 
-    async def _retire(self, previous: AbstractSet[str] | None, now: datetime) -> None:
+    async def _retire(self, previous: AbstractSet[str] | None, now: datetime) -> int:
         """Wind down schedules that are no longer enabled (``previous``: those that were).
 
         Their fires in progress stop, their pending rows are cancelled, their interrupted
         fires are closed, and their job state is forgotten, so that enabling one again
-        starts it from that moment, as a new schedule, without catching up.
+        starts it from that moment, as a new schedule, without catching up. Returns the
+        number of pending rows cancelled.
         """
         ledger = self.db.ledger
         current = self.state.active
@@ -215,7 +220,7 @@ class Firing:
             previous = await self.db.call(ledger.known_schedules)
         gone = previous - current
         if not gone:
-            return
+            return 0
         doomed = [task for task, sid in self._tasks.items() if sid in gone]
         for task in doomed:
             task.cancel()
@@ -225,11 +230,12 @@ class Firing:
         ids = sorted(gone)
         now_ms = to_ms(now)
         n = await self.db.call(ledger.cancel_schedules, ids, RETIRED, now_ms)
-        await self.db.call(ledger.abandon_fires, ids, RETIRED, now_ms)
+        await self.db.call(ledger.abandon_fires, ids, RETIRED, now_ms, instance=self.instance)
         await self.db.call(ledger.forget_jobs, ids)
         if n:
             log.warning("cancelled %d pending events of removed or disabled schedules: %s",
                         n, ", ".join(ids))
+        return n
 
     # --- from handoff to the ledger ------------------------------------------------------
 

@@ -21,7 +21,7 @@ from eventcron.config.audience import AudienceError
 from eventcron.firing import catchup
 from eventcron.firing.firer import Firer
 from eventcron.firing.plan import Job
-from eventcron.ledger import TRANSIENT, LedgerThread, display_url
+from eventcron.ledger import PASSED_BEFORE_LOAD, TRANSIENT, LedgerThread, display_url
 from eventcron.problems import first_line
 
 log = logging.getLogger("eventcron")
@@ -29,6 +29,7 @@ log = logging.getLogger("eventcron")
 RETRY_MAX: Final = 60.0  # seconds between tries of a step the ledger refuses
 RETRIED: Final = TRANSIENT  # failures that pass: the ledger, the disk
 RETRIED_FIRE: Final = (*TRANSIENT, AudienceError)  # a fire also waits for its audience file
+SKIP_LINES: Final = 10  # skips logged one by one per job and reason; older ones are counted
 
 
 async def retrying(what: str, step: Callable[[], Awaitable[object]], *,
@@ -53,10 +54,12 @@ async def retrying(what: str, step: Callable[[], Awaitable[object]], *,
 class Recovery:
     """Fires or skips, with reasons, the occurrences the clock did not hand over in time."""
 
-    def __init__(self, db: LedgerThread, clock: Clock, firer: Firer) -> None:
+    def __init__(self, db: LedgerThread, clock: Clock, firer: Firer, *,
+                 instance: str | None = None) -> None:
         self.db = db
         self.clock = clock
         self.firer = firer
+        self.instance = instance  # who skips: written to each skip it records
         self.fires = 0  # occurrences fired by catch-up
 
     async def finish_interrupted(self, jobs: dict[str, Job]) -> None:
@@ -68,7 +71,7 @@ class Recovery:
                 # Its schedule no longer fires in that zone (its users moved, or it is gone).
                 await self.db.call(self.db.ledger.abandon_fires, [record.schedule_id],
                                    "no longer part of the plan", to_ms(self.clock.now()),
-                                   record.zone, record.scheduled_for)
+                                   record.zone, record.scheduled_for, instance=self.instance)
                 continue
             log.info("finishing %s at %s, interrupted before every user was enqueued",
                      job.key, rfc3339(nominal))
@@ -125,7 +128,7 @@ class Recovery:
         if t is None:
             return
         if not await self.db.call(self.db.ledger.skip_passed, job.schedule.id, job.zone,
-                                  to_ms(t), to_ms(now)):
+                                  to_ms(t), to_ms(now), instance=self.instance):
             return  # already fired or recorded, by this instance earlier or another one
         local = t.astimezone(zoneinfo.ZoneInfo(job.zone))
         # The command names the file and the ledger outright: an operator's shell has neither
@@ -135,7 +138,9 @@ class Recovery:
                               job.schedule.id, "--occurrence", rfc3339(t)])
         log.warning("schedule %s: its occurrence at %s (%s %s) passed before the schedule"
                     " was loaded and is skipped; to send it anyway: %s", job.schedule.id,
-                    rfc3339(t), local.isoformat(timespec="seconds"), job.zone, command)
+                    rfc3339(t), local.isoformat(timespec="seconds"), job.zone, command,
+                    extra={"schedule": job.schedule.id, "occurrence": rfc3339(t),
+                           "reason": PASSED_BEFORE_LOAD})
 
     async def apply(self, job: Job, decision: catchup.CatchUp, now_ms: int) -> None:
         """Record a decision's skips, with their reasons, and fire the rest."""
@@ -144,7 +149,29 @@ class Recovery:
             by_reason.setdefault(reason, []).append(to_ms(t))
         for reason, times in by_reason.items():
             await self.db.call(self.db.ledger.record_skipped, job.schedule.id, job.zone, times,
-                               reason, now_ms)
+                               reason, now_ms, instance=self.instance)
+            _log_skips(job, times, reason)
         for t in decision.fire:
             await self.firer.fire(job, t, "catch-up")
             self.fires += 1
+
+
+def _log_skips(job: Job, times: list[int], reason: str) -> None:
+    """Log recorded skips with their fields, for log shippers: the latest few one by one.
+
+    A day of downtime can skip thousands of occurrences of one job: past
+    :data:`SKIP_LINES` the older ones are one line saying how many (``eventcron history``
+    lists each).
+    """
+    times = sorted(times)
+    older, latest = times[:-SKIP_LINES], times[-SKIP_LINES:]
+    if older:
+        log.info("skipped %s older occurrences of %s, %s to %s: %s", f"{len(older):,}",
+                 job.key, rfc3339(from_ms(older[0])), rfc3339(from_ms(older[-1])), reason,
+                 extra={"schedule": job.schedule.id, "occurrence": rfc3339(from_ms(older[-1])),
+                        "reason": reason, "skipped": len(older)})
+    for t in latest:
+        occurrence = rfc3339(from_ms(t))
+        log.info("skipped %s at %s: %s", job.key, occurrence, reason,
+                 extra={"schedule": job.schedule.id, "occurrence": occurrence,
+                        "reason": reason})

@@ -16,8 +16,8 @@ This package only re-exports the public names of its modules:
 - ``schema``: tables, schema version, migrations;
 - ``dialect``: every difference between SQLite and PostgreSQL;
 - ``queries``: the hand-written hot-path SQL, by name;
-- ``base``, ``occurrences``, ``queue``, ``operators``, ``retention``: the parts of
-  :class:`Ledger`, which ``database`` puts together;
+- ``base``, ``occurrences``, ``queue``, ``operators``, ``retention``, ``history``: the
+  parts of :class:`Ledger`, which ``database`` puts together;
 - ``thread``: :class:`LedgerThread`.
 """
 
@@ -41,6 +41,7 @@ from eventcron.ledger.identity import (
     pid_namespace,
 )
 from eventcron.ledger.occurrences import FireClaim
+from eventcron.ledger.plans import PlanRecord
 from eventcron.ledger.queue import ENQUEUE_BATCH
 from eventcron.ledger.records import (
     ALIVE_WITHIN,
@@ -53,6 +54,7 @@ from eventcron.ledger.records import (
     EndpointHealth,
     Filters,
     FireRecord,
+    HistoryEntry,
     Instance,
     LedgerError,
     NewRow,
@@ -70,6 +72,7 @@ from eventcron.ledger.schema import (
     fires,
     instances,
     ix_fires_firing,
+    ix_fires_time,
     job_state,
     meta_table,
     metadata,
@@ -100,12 +103,14 @@ __all__ = [
     "Filters",
     "FireClaim",
     "FireRecord",
+    "HistoryEntry",
     "Instance",
     "Ledger",
     "LedgerError",
     "LedgerThread",
     "NewRow",
     "Owner",
+    "PlanRecord",
     "PruneAt",
     "Result",
     "Row",
@@ -118,6 +123,7 @@ __all__ = [
     "instance_name",
     "instances",
     "ix_fires_firing",
+    "ix_fires_time",
     "job_state",
     "meta_table",
     "metadata",

@@ -2,18 +2,22 @@
 
 Each concern is a class of its own module extending ``base.LedgerBase``: fire records and
 job watermarks (``occurrences``), the delivery queue (``queue``), operator queries and
-heartbeats (``operators``), pruning (``retention``). Nothing is defined here but the sum.
+heartbeats (``operators``), pruning (``retention``), the audit log of plans (``plans``),
+occurrences as ``eventcron history`` shows them (``history``). Nothing is defined here but
+the sum.
 """
 
 from __future__ import annotations
 
+from eventcron.ledger.history import History
 from eventcron.ledger.occurrences import Occurrences
 from eventcron.ledger.operators import Operators
+from eventcron.ledger.plans import Plans
 from eventcron.ledger.queue import Queue
 from eventcron.ledger.retention import Retention
 
 
-class Ledger(Occurrences, Queue, Operators, Retention):
+class Ledger(Occurrences, Queue, Operators, Retention, Plans, History):
     """Access to one ledger database.
 
     Open one with :meth:`Ledger.open`; its methods are synchronous (the daemon runs them

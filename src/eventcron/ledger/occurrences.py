@@ -22,19 +22,26 @@ FireClaim = Literal["own", "shared", "none"]
 
 
 class Occurrences(LedgerBase):
-    """Fire records and job watermarks."""
+    """Fire records and job watermarks.
 
-    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
+    Each method that creates or changes a fire record takes ``instance``: who does it (a
+    claim owner name, or ``eventcron fire``'s identity), written to the record so
+    ``eventcron history`` can say who fired or skipped each occurrence.
+    """
+
+    def begin_fire(self, schedule_id: str, zone: str, scheduled_for: int, now: int, *,
+                   instance: str | None = None) -> bool:
         """Record that an occurrence is being fired; False if it already was, or was skipped.
 
         True also for a fire in progress (one a crash interrupted, or another instance's):
         the unique key makes the second enqueue add only what is missing.
         """
         with self._tx() as conn:
-            return self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now) != "none"
+            return self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
+                                       instance=instance) != "none"
 
     def begin_fire_by_hand(self, schedule_id: str, zone: str, scheduled_for: int,
-                           now: int) -> bool:
+                           now: int, *, instance: str | None = None) -> bool:
         """Open a fire for ``eventcron fire``; return whether the caller must finish it.
 
         A skipped or new occurrence becomes the caller's to finish. One that is being fired
@@ -44,23 +51,25 @@ class Occurrences(LedgerBase):
         """
         with self._tx() as conn:
             claim = self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
-                                        by_hand=True)
+                                        by_hand=True, instance=instance)
         return claim == "own"
 
     def _begin_fire_in(self, conn: Connection, schedule_id: str, zone: str, scheduled_for: int,
-                       now: int, *, by_hand: bool = False) -> FireClaim:
+                       now: int, *, by_hand: bool = False,
+                       instance: str | None = None) -> FireClaim:
         inserted = conn.execute(self._dialect.insert(fires).values(
             schedule_id=schedule_id, zone=zone, scheduled_for=scheduled_for,
-            status="firing", users=0, updated_at=now).returning(fires.c.status)).first()
+            status="firing", users=0, updated_at=now, instance=instance,
+        ).returning(fires.c.status)).first()
         if inserted is not None:
             return "own"
         where = (fires.c.schedule_id == schedule_id, fires.c.zone == zone,
                  fires.c.scheduled_for == scheduled_for)
-        return self._take_fire(conn, where, now, by_hand=by_hand)
+        return self._take_fire(conn, where, now, by_hand=by_hand, instance=instance)
 
     @staticmethod
     def _take_fire(conn: Connection, where: tuple[Any, ...], now: int, *,
-                   by_hand: bool = False) -> FireClaim:
+                   by_hand: bool = False, instance: str | None = None) -> FireClaim:
         # The fire record exists: may this caller fire, and does the record become its own?
         status, reason = conn.execute(select(fires.c.status, fires.c.reason).where(
             *where)).one()
@@ -68,13 +77,14 @@ class Occurrences(LedgerBase):
         # that had the schedule loaded in time fires the occurrence after all.
         if status == "skipped" and (by_hand or reason == PASSED_BEFORE_LOAD):
             conn.execute(update(fires).where(*where, fires.c.status == "skipped").values(
-                status="firing", reason=None, updated_at=now))
+                status="firing", reason=None, updated_at=now, instance=instance))
             return "own"
         if status == "firing" or (by_hand and status == "fired"):
             return "shared"
         return "none"
 
-    def skip_passed(self, schedule_id: str, zone: str, scheduled_for: int, now: int) -> bool:
+    def skip_passed(self, schedule_id: str, zone: str, scheduled_for: int, now: int, *,
+                    instance: str | None = None) -> bool:
         """Record an occurrence as skipped because it passed before its schedule was loaded.
 
         Returns False when the occurrence is already recorded (fired, firing or skipped).
@@ -84,12 +94,13 @@ class Occurrences(LedgerBase):
             inserted = conn.execute(self._dialect.insert(fires).values(
                 schedule_id=schedule_id, zone=zone, scheduled_for=scheduled_for,
                 status="skipped", reason=PASSED_BEFORE_LOAD, users=0, updated_at=now,
+                instance=instance,
             ).returning(fires.c.scheduled_for)).first()
             return inserted is not None
 
     def fire_together(self,
                       batch: Sequence[tuple[str, str, str, str, int, Sequence[NewRow], int]],
-                      now: int) -> list[int | None]:
+                      now: int, *, instance: str | None = None) -> list[int | None]:
         """Fire several occurrences atomically: record, enqueue, mark fired, advance jobs.
 
         Each item is ``(job, schedule_id, zone, fingerprint, scheduled_for, rows,
@@ -100,16 +111,17 @@ class Occurrences(LedgerBase):
         with self._tx() as conn:
             conn.execute(self._dialect.insert(fires), [
                 {"schedule_id": sid, "zone": zone, "scheduled_for": t, "status": "firing",
-                 "users": 0, "updated_at": now} for _, sid, zone, _, t, _, _ in batch])
+                 "users": 0, "updated_at": now, "instance": instance}
+                for _, sid, zone, _, t, _, _ in batch])
             for job, sid, zone, fingerprint, t, rows, watermark in batch:
                 where = (fires.c.schedule_id == sid, fires.c.zone == zone,
                          fires.c.scheduled_for == t)
-                if self._take_fire(conn, where, now) == "none":
+                if self._take_fire(conn, where, now, instance=instance) == "none":
                     result.append(None)
                     continue
                 added = self._enqueue_in(conn, rows, now)
                 conn.execute(update(fires).where(*where).values(
-                    status="fired", users=added, updated_at=now))
+                    status="fired", users=added, updated_at=now, instance=instance))
                 self._advance(conn, job, sid, fingerprint, watermark=watermark, now=now)
                 result.append(added)
         return result
@@ -129,26 +141,29 @@ class Occurrences(LedgerBase):
                 watermark=watermark, updated_at=now))
 
     def finish_fire(self, schedule_id: str, zone: str, scheduled_for: int, users: int,
-                    now: int) -> None:
+                    now: int, *, instance: str | None = None) -> None:
         """Mark an occurrence fired with the number of rows it enqueued."""
         with self._tx() as conn:
             conn.execute(update(fires).where(
                 fires.c.schedule_id == schedule_id, fires.c.zone == zone,
                 fires.c.scheduled_for == scheduled_for).values(
-                status="fired", users=fires.c.users + users, updated_at=now))
+                status="fired", users=fires.c.users + users, updated_at=now,
+                instance=instance))
 
     def record_skipped(self, schedule_id: str, zone: str, times: Iterable[int], reason: str,
-                       now: int) -> None:
+                       now: int, *, instance: str | None = None) -> None:
         """Record occurrences that will not be fired, with the reason."""
         values = [{"schedule_id": schedule_id, "zone": zone, "scheduled_for": t,
-                   "status": "skipped", "reason": reason, "users": 0, "updated_at": now}
+                   "status": "skipped", "reason": reason, "users": 0, "updated_at": now,
+                   "instance": instance}
                   for t in times]
         if values:
             with self._tx() as conn:
                 conn.execute(self._dialect.insert(fires), values)
 
     def abandon_fires(self, schedule_ids: Sequence[str], reason: str, now: int,
-                      zone: str | None = None, scheduled_for: int | None = None) -> None:
+                      zone: str | None = None, scheduled_for: int | None = None, *,
+                      instance: str | None = None) -> None:
         """Close unfinished fires that will never be completed (their schedule is gone)."""
         where = [fires.c.status == "firing", fires.c.schedule_id.in_(list(schedule_ids))]
         if zone is not None:
@@ -157,7 +172,7 @@ class Occurrences(LedgerBase):
             where.append(fires.c.scheduled_for == scheduled_for)
         with self._tx() as conn:
             conn.execute(update(fires).where(*where).values(status="skipped", reason=reason,
-                                                            updated_at=now))
+                                                            updated_at=now, instance=instance))
 
     def forget_jobs(self, schedule_ids: Sequence[str]) -> None:
         """Drop the job state of schedules, so they start afresh if they come back."""
@@ -186,16 +201,14 @@ class Occurrences(LedgerBase):
         with self._tx(write=False) as conn:
             rows = conn.execute(select(fires).where(fires.c.status == "firing")
                                 .order_by(fires.c.scheduled_for)).all()
-        return [FireRecord(r.schedule_id, r.zone, r.scheduled_for, r.status, r.reason, r.users)
-                for r in rows]
+        return [_fire_record(r) for r in rows]
 
     def fires_of(self, schedule_id: str, limit: int = 100) -> list[FireRecord]:
         """Return a schedule's most recent fire records, newest first."""
         with self._tx(write=False) as conn:
             rows = conn.execute(select(fires).where(fires.c.schedule_id == schedule_id)
                                 .order_by(fires.c.scheduled_for.desc()).limit(limit)).all()
-        return [FireRecord(r.schedule_id, r.zone, r.scheduled_for, r.status, r.reason, r.users)
-                for r in rows]
+        return [_fire_record(r) for r in rows]
 
     def last_fired(self) -> dict[str, int]:
         """Return each schedule's latest fired occurrence time (ms)."""
@@ -238,3 +251,8 @@ class Occurrences(LedgerBase):
                     deliveries.c.app_user_id.in_(app_user_ids[start:start + RECORD_CHUNK]),
                 )).scalar_one())
         return found
+
+
+def _fire_record(r: Any) -> FireRecord:
+    return FireRecord(r.schedule_id, r.zone, int(r.scheduled_for), r.status, r.reason,
+                      int(r.users), r.instance)

@@ -178,6 +178,28 @@ class FireRecord:
     status: str
     reason: str | None
     users: int
+    instance: str | None = None  # who last fired or skipped it (None: an older eventcron)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One occurrence of a job as ``eventcron history`` shows it: its fire record and rows.
+
+    ``counts`` and the delivery times are of every row of (schedule, nominal time): rows do
+    not record their zone, so the zones of a ``timezone: user`` schedule that fire at one
+    UTC instant (Berlin and Paris at 09:00) share them, while ``rows`` is each zone's own.
+    """
+
+    schedule_id: str
+    zone: str
+    scheduled_for: int  # ms, nominal
+    status: str  # fired | skipped | firing (in progress, or cut short by a crash)
+    reason: str | None
+    instance: str | None
+    rows: int  # rows its fire created
+    counts: dict[str, int]  # rows of the occurrence by state, every state present
+    first_delivered_at: int | None  # ms
+    last_delivered_at: int | None  # ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ It touches the database only through :func:`migrate`, on a connection the caller
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -78,7 +79,13 @@ fires = Table(
     Column("reason", Text),
     Column("users", Integer, nullable=False, default=0),  # rows this fire enqueued
     Column("updated_at", BigInteger, nullable=False),
+    # Who last fired or skipped it: a claim owner name, or `eventcron fire`'s identity. Added
+    # by migrate() to ledgers created without it; older versions leave it NULL.
+    Column("instance", Text),
 )
+# Occurrences newest first, for `eventcron history` (the primary key starts with the
+# schedule). An index only, added by migrate() like ix_fires_firing.
+ix_fires_time = Index("ix_fires_time", fires.c.scheduled_for)
 # Unfinished fires, by occurrence (the primary key needs the zone too): few rows, and what
 # pruning asks of every row it deletes. An index only, so older versions read the ledger
 # as before; migrate() adds it to ledgers created without it.
@@ -110,6 +117,23 @@ instances = Table(
     Column("plan_sha256", Text, nullable=False),  # of the schedule file it runs
 )
 
+# The audit log of plans: one row per plan an instance applied (at start or reload) or
+# refused (an invalid reload). A new table: create_all adds it to older ledgers.
+plans = Table(
+    "plans", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),  # ms
+    Column("instance", Text, nullable=False),
+    Column("file", Text, nullable=False),
+    Column("sha256", Text, nullable=False),  # of the file's bytes
+    Column("outcome", String(10), nullable=False),  # applied | refused
+    Column("problems", Integer, nullable=False, default=0),  # refused: how many
+    Column("content", Text),  # applied: the file as applied, for `eventcron diff`
+    Column("schedules", Text),  # applied: JSON summary of each schedule, to compare with
+    Column("change", Text),  # applied: JSON, what changed against the previous plan
+)
+Index("ix_plans_at", plans.c.at)
+
 # version -> statements taking a ledger from version-1 to version. Empty until a release
 # changes the schema; each step runs in one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
@@ -122,6 +146,8 @@ def migrate(conn: Connection, shown_url: str) -> None:
     """
     metadata.create_all(conn)
     ix_fires_firing.create(conn, checkfirst=True)  # create_all skips existing tables
+    ix_fires_time.create(conn, checkfirst=True)
+    _add_column(conn, fires.c.instance)
     found = conn.execute(select(meta_table.c.value).where(
         meta_table.c.key == "schema_version")).scalar()
     if found is None:
@@ -140,3 +166,16 @@ def migrate(conn: Connection, shown_url: str) -> None:
             conn.execute(text(statement))
     conn.execute(update(meta_table).where(meta_table.c.key == "schema_version")
                  .values(value=str(SCHEMA_VERSION)))
+
+
+def _add_column(conn: Connection, column: Column[Any]) -> None:
+    """Add a nullable column that a table created by an earlier version lacks.
+
+    A nullable column with no default: older versions, which never name it, keep reading
+    and writing the table as before (their rows leave it NULL), so no version bump.
+    """
+    table = column.table.name
+    if any(c["name"] == column.name for c in inspect(conn).get_columns(table)):
+        return
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import random
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from eventcron import __version__, config
@@ -35,9 +37,11 @@ from eventcron.ledger import (
 )
 from eventcron.metrics import Health, Metrics, MetricsServer
 from eventcron.problems import InvalidInput, first_line
+from eventcron.service.audit import Audit
 from eventcron.service.connection import Connection
 from eventcron.service.notify import Notifier, watchdog_interval
 from eventcron.service.upkeep import OBSERVE_INTERVAL, Upkeep
+from eventcron.text import count
 
 log = logging.getLogger("eventcron")
 
@@ -68,7 +72,7 @@ class Daemon:
         self.drain_timeout = drain_timeout
         self.connection = Connection(cfg.endpoint, token, clock)
         self.firing = Firing(self.db, clock, cfg, on_enqueued=self._wake_dispatcher,
-                             metrics=self.metrics, lead=fire_lead)
+                             metrics=self.metrics, lead=fire_lead, instance=self.owner)
         self.dispatcher = Dispatcher(
             self.db, self.connection.sender, cfg.delivery, concurrency=cfg.endpoint.concurrency,
             rate=cfg.endpoint.rate_limit, clock=clock, owner=self.owner, rng=rng,
@@ -77,6 +81,7 @@ class Daemon:
                              dispatcher=self.dispatcher, connection=self.connection,
                              metrics=self.metrics, notifier=self.notifier,
                              observe_interval=observe_interval)
+        self.audit = Audit(self.db, clock, self.owner)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._reload_why: set[str] = set()
@@ -151,6 +156,7 @@ class Daemon:
                 log.info("released %d claims of eventcron processes on this host that died",
                          released)
             await self.firing.prepare(started)
+            await self.audit.started(self.config)
             # Ready once the plan is loaded and the ledger open: catching up on a large
             # backlog may take a while and must not trip systemd's start timeout.
             self.notifier.ready("catching up on fires missed while stopped")
@@ -268,13 +274,17 @@ class Daemon:
             self.metrics.reload_failures.inc()
             log.error("reload (%s): %s is not valid, still running the previous version:\n%s",
                       why, path, e.render())
+            await self.audit.refused(path, await asyncio.to_thread(_sha256_of, path),
+                                     len(e.problems) + e.truncated)
             return False
         self.metrics.reloads.inc()
         if new.database != self.config.database:
             log.warning("reload: the database setting changed; that needs a restart and was"
                         " ignored")
+        old = self.config
         # Every component takes its new settings the same way: pushed, here, in this order.
         change = await self.firing.configure(new, self.clock.now())
+        plan = await self.audit.reloaded(old, new, change.cancelled)
         self.upkeep.configure(new)
         new_token = await self.connection.configure(new.endpoint)
         self.dispatcher.configure(self.connection.sender, new.delivery,
@@ -283,9 +293,14 @@ class Daemon:
             log.info("loaded a new token from %s", new.endpoint.token.describe())
             self.dispatcher.resume("a new token was loaded")
             self.connection.warn(self.clock.now())
-        log.info("reloaded %s (%s): %d schedules, %d jobs (%d new, %d retimed, %d removed)",
-                 path, why, len(new.schedules), change.jobs, change.added, change.retimed,
-                 change.removed)
+        # One sentence, and the same in fields: what changed, by schedule, and what it cost.
+        log.info("reloaded %s (%s): %s; %s, %s; %s cancelled", path, why, plan.describe(),
+                 count(len(new.schedules), "schedule"), count(change.jobs, "job"),
+                 count(change.cancelled, "pending event"),
+                 extra={"file": str(path), "sha256": new.sha256, "why": why,
+                        "added": list(plan.added), "removed": list(plan.removed),
+                        "changed": {k: list(v) for k, v in plan.changed.items()},
+                        "cancelled": change.cancelled})
         return True
 
     async def _guarded_reload(self, why: str) -> None:
@@ -299,6 +314,14 @@ class Daemon:
         finally:
             if not self._stop.is_set():
                 self.notifier.ready(self.upkeep.status_line())
+
+
+def _sha256_of(path: Path) -> str:
+    """Return the sha256 of a file's bytes ("" when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _settle_memory() -> None:

@@ -1,0 +1,153 @@
+"""``eventcron diff``: what applying an edited schedule file will do, before it is applied.
+
+Compares FILE with the plan last applied (kept in the ledger's audit log) or with
+``--against OLD_FILE``, over the next ``--days``: schedules added, removed and changed, the
+occurrences each gains or loses with the events they send, and the pending events the
+change cancels. Exit status as diff(1): 0 no difference, 1 differences, 2 trouble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zoneinfo
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from eventcron import config
+from eventcron.cli.common import config_path, explicit_database, open_ledger, problem_count
+from eventcron.cli.history import instance_label
+from eventcron.cli.output import Failure, count, err, out
+from eventcron.clock import SystemClock, from_ms, rfc3339
+from eventcron.firing.plandiff import PlanChange, Shift, compare, occurrences, shift, summarize
+from eventcron.problems import InvalidInput
+
+EXIT_SAME: Final = 0
+EXIT_DIFFERENT: Final = 1
+EXIT_TROUBLE: Final = 2  # as diff(1): the comparison could not be made
+SHOWN_PER_SCHEDULE: Final = 5  # occurrences listed per schedule in the text form
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare a schedule file with the plan last applied (or another file)."""
+    now = SystemClock().now()
+    path = Path(args.file) if args.file else config_path(args)
+    new = _load(path, "the file")
+    database = explicit_database(args) or new.database
+    if args.against:
+        old = _load(Path(args.against), "--against")
+        against = f"{args.against}"
+    else:
+        old, against = _applied_plan(database)
+    end = now + timedelta(days=args.days)
+    change = compare(summarize(old), summarize(new))
+    shifts = {sid: shift(occurrences(old.schedule(sid), now, end),
+                         occurrences(new.schedule(sid), now, end))
+              for sid in sorted({*change.added, *change.removed, *change.changed})}
+    leaving = sorted({*change.removed, *change.disabled})
+    pending = _pending(database, leaving) if leaving else {}
+    report = _report(change, shifts, pending, len(new.schedules))
+    if args.json:
+        out(json.dumps(report, indent=2))
+    else:
+        _print(change, shifts, title=f"{path} against {against}, over the next"
+               f" {count(args.days, 'day')}:", pending=pending, report=report, new=new, old=old)
+    return EXIT_DIFFERENT if not change.empty else EXIT_SAME
+
+
+def _load(path: Path, what: str) -> config.Config:
+    if not path.exists():
+        raise Failure(f"{what}: there is no schedule file at {path}.", EXIT_TROUBLE)
+    try:
+        return config.load(path)
+    except InvalidInput as e:
+        err(e.render())
+        n = problem_count(e)
+        raise Failure(f"{path} is not valid: {count(n, 'problem')}.", EXIT_TROUBLE) from None
+
+
+def _applied_plan(database: str) -> tuple[config.Config, str]:
+    ledger = open_ledger(database, code=EXIT_TROUBLE)
+    try:
+        record = ledger.last_applied_plan()
+    finally:
+        ledger.close()
+    if record is None or record.content is None:
+        raise Failure("the ledger has no applied plan yet (no instance has run with it);"
+                      " compare with a file: --against OLD_FILE.", EXIT_TROUBLE)
+    when = from_ms(record.at).strftime("%Y-%m-%d %H:%M UTC")
+    about = (f"the plan applied {when} by {instance_label(record.instance)}"
+             f" (sha256 {record.sha256[:8]}…)")
+    try:
+        old = config.load_bytes(record.content.encode(), Path(record.file))
+    except InvalidInput as e:
+        err(e.render())
+        raise Failure(f"{about} no longer loads as it was (did a file it names change or"
+                      " go?); compare with a file: --against OLD_FILE.", EXIT_TROUBLE) from None
+    return old, about
+
+
+def _pending(database: str, schedule_ids: list[str]) -> dict[str, int]:
+    """Pending events of the schedules leaving the plan (empty when no ledger is at hand)."""
+    try:
+        ledger = open_ledger(database)
+    except Failure:
+        return {}
+    try:
+        by_schedule = ledger.counts_by_schedule()
+    finally:
+        ledger.close()
+    return {sid: by_schedule.get(sid, {}).get("pending", 0) for sid in schedule_ids}
+
+
+def _report(change: PlanChange, shifts: dict[str, Shift], pending: dict[str, int],
+            schedules: int) -> dict[str, Any]:
+    def listed(pairs: tuple[tuple[datetime, int], ...]) -> list[dict[str, Any]]:
+        return [{"occurrence": rfc3339(t), "events": n} for t, n in pairs]
+
+    return {
+        "schedules": {"added": list(change.added), "removed": list(change.removed),
+                      "changed": {k: list(v) for k, v in change.changed.items()},
+                      "unchanged": schedules - len(change.added) - len(change.changed)},
+        "occurrences": {sid: {"added": listed(s.added), "removed": listed(s.removed)}
+                        for sid, s in shifts.items()},
+        "events_added": sum(n for s in shifts.values() for _, n in s.added),
+        "events_removed": sum(n for s in shifts.values() for _, n in s.removed),
+        "pending_cancelled": sum(pending.values()),
+    }
+
+
+def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
+           pending: dict[str, int], report: dict[str, Any], new: config.Config,
+           old: config.Config) -> None:
+    out(title)
+    if change.empty:
+        out("no difference.")
+        return
+    for sid in sorted(shifts):
+        s = shifts[sid]
+        sign = "+" if sid in change.added else "-" if sid in change.removed else "~"
+        fields = f" ({', '.join(change.changed[sid])})" if sid in change.changed else ""
+        gained = sum(n for _, n in s.added)
+        lost = sum(n for _, n in s.removed)
+        parts = []
+        if s.added:
+            parts.append(f"+{count(len(s.added), 'occurrence')} ({count(gained, 'event')})")
+        if s.removed:
+            parts.append(f"-{count(len(s.removed), 'occurrence')} ({count(lost, 'event')})")
+        if pending.get(sid):
+            parts.append(f"{count(pending[sid], 'pending event')} cancelled")
+        out(f"{sign} {sid}{fields}: {', '.join(parts) or 'no occurrence in these days'}")
+        schedule = new.schedule(sid) or old.schedule(sid)
+        zone = schedule.timezone if schedule and schedule.timezone != "user" else "UTC"
+        for mark, pairs in (("+", s.added), ("-", s.removed)):
+            for t, n in pairs[:SHOWN_PER_SCHEDULE]:
+                local = t.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+                out(f"    {mark} {local} {zone}  {count(n, 'event')}")
+            if len(pairs) > SHOWN_PER_SCHEDULE:
+                out(f"    {mark} … and {len(pairs) - SHOWN_PER_SCHEDULE} more")
+    unchanged = report["schedules"]["unchanged"]
+    out(f"= {count(unchanged, 'schedule')} unchanged")
+    out(f"events: +{report['events_added']:,}, -{report['events_removed']:,};"
+        f" pending events cancelled: {report['pending_cancelled']:,}")

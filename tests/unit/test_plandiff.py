@@ -1,0 +1,54 @@
+"""Comparing plans: schedules added, removed, changed, and the occurrences they move."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from eventcron.firing.plandiff import compare, occurrences, shift, summarize
+from tests.unit.fakes import write_config
+
+T = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+
+
+def test_compare_names_added_removed_changed_fields_and_switches(tmp_path: Path) -> None:
+    old = write_config(tmp_path, """
+        - {id: a, event_type: "e:a", cron: "0 9 * * *", users: [u1]}
+        - {id: b, event_type: "e:b", every: 1h, users: [u1], enabled: false}
+        - {id: c, event_type: "e:c", every: 1h, users: [u1]}
+        - {id: gone, event_type: "e:g", every: 1h, users: [u1]}
+        """, name="old.yaml")
+    new = write_config(tmp_path, """
+        - {id: a, event_type: "e:a", cron: "0 10 * * *", users: [u1, u2]}
+        - {id: b, event_type: "e:b", every: 1h, users: [u1]}
+        - {id: c, event_type: "e:c", every: 1h, users: [u1]}
+        - {id: new, event_type: "e:n", every: 1h, users: [u1]}
+        """, name="new.yaml")
+    change = compare(summarize(old), summarize(new))
+    assert change.added == ("new",) and change.removed == ("gone",)
+    assert change.changed == {"a": ("cron", "users"), "b": ("enabled",)}
+    assert change.retimed == ("a",)
+    assert (change.enabled, change.disabled) == (("b",), ())
+    assert compare(summarize(new), summarize(new)).empty
+    assert compare(None, summarize(new)).added == ("a", "b", "c", "new")
+
+
+def test_occurrences_count_each_zones_users_and_shift_keeps_only_differences(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, """
+        - id: s
+          event_type: "e:s"
+          cron: "0 9 * * *"
+          timezone: user
+          users: [{id: b1, timezone: Europe/Berlin}, {id: b2, timezone: Europe/Berlin},
+                  {id: n1, timezone: America/New_York}]
+        """)
+    (s,) = cfg.schedules
+    got = occurrences(s, T, T + timedelta(days=1))
+    assert got == {datetime(2026, 12, 1, 8, tzinfo=UTC): 2,  # 09:00 in Berlin
+                   datetime(2026, 12, 1, 14, tzinfo=UTC): 1}  # 09:00 in New York
+    moved = shift(got, {datetime(2026, 12, 1, 8, tzinfo=UTC): 2,
+                        datetime(2026, 12, 1, 15, tzinfo=UTC): 1})
+    assert moved.added == ((datetime(2026, 12, 1, 15, tzinfo=UTC), 1),)
+    assert moved.removed == ((datetime(2026, 12, 1, 14, tzinfo=UTC), 1),)
+    assert occurrences(None, T, T + timedelta(days=1)) == {}
