@@ -143,8 +143,8 @@ class _HotPath(Collector):
     def collect(self) -> Iterable[Metric]:
         m = self.m
         outcomes = CounterMetricFamily(
-            "eventcron_deliveries", "Attempt outcomes: delivered, retry (scheduled), failed,"
-            " expired, held (paused by a 401).", labels=["outcome"])
+            "eventcron_deliveries", "Outcomes: delivered, retry (scheduled), failed, expired"
+            " (after an attempt or unsent), held (paused by a 401).", labels=["outcome"])
         for label, n in m.outcomes.items():
             outcomes.add_metric([label], n)
         results = CounterMetricFamily(

@@ -33,6 +33,11 @@ class InvalidInput(Exception):
         self.truncated = truncated
         super().__init__(self.render())
 
+    @property
+    def count(self) -> int:
+        """How many problems the input has, those left unlisted included."""
+        return len(self.problems) + self.truncated
+
     def render(self) -> str:
         """Return the problems as lines, with a closing count when some were left out."""
         lines = [str(p) for p in self.problems]

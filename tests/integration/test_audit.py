@@ -41,12 +41,27 @@ def eventcron(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ``database:`` line of the schedule file: the SQLite default, or PostgreSQL."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    url = postgres_url()
+    reset_postgres(url)
+    yield f'database: "{url}"\n'
+    reset_postgres(url)
+
+
 @pytest.mark.slow
-def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path) -> None:
+def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path,
+                                                                 database: str) -> None:
     refused_problems: list[int] = []
+    urls: list[str] = []
 
     async def scenario() -> None:
-        async with running(tmp_path, BODY) as run:
+        async with running(tmp_path, database + BODY) as run:
+            urls.append(run.db_url)
             url = run.db_url
             (started,) = plans(url)
             assert (started.outcome, started.instance, started.file) == (
@@ -60,8 +75,9 @@ def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path)
             finally:
                 ledger.close()
 
-            write_schedule(tmp_path, run.sink.url, EDITED)
+            write_schedule(tmp_path, run.sink.url, database + EDITED)
             assert await run.daemon.reload("test")
+            await run.until(lambda: len(plans(url)) == 2)  # written in the background
             reloaded = plans(url)[0]
             assert reloaded.outcome == "applied"
             assert reloaded.change == {
@@ -72,13 +88,14 @@ def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path)
 
             run.path.write_text(run.path.read_text() + "  - {id: bad, cron: '61 * * * *'}\n")
             assert not await run.daemon.reload("test")
+            await run.until(lambda: len(plans(url)) == 3)
             refused = plans(url)[0]
             assert (refused.outcome, refused.change) == ("refused", None)
             assert refused.problems >= 2  # no event_type, a minute out of range
             refused_problems.append(refused.problems)
 
     asyncio.run(scenario())
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'eventcron.db'}")
+    ledger = Ledger.open(urls[0])
     try:
         last = ledger.last_applied_plan()
     finally:
@@ -86,8 +103,7 @@ def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path)
     assert last is not None and last.content is not None and "fresh" in last.content
 
     # The same from the command line, from the ledger alone (the file is invalid now).
-    listed = eventcron("--database", "eventcron.db", "history", "--changes", "--json",
-                       cwd=tmp_path)
+    listed = eventcron("--database", urls[0], "history", "--changes", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     entries = json.loads(listed.stdout)
     assert [(e["outcome"], e["problems"]) for e in entries] == [
@@ -95,7 +111,7 @@ def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path)
     assert {k: entries[1][k] for k in ("added", "removed", "changed", "cancelled")} == {
         "added": ["fresh"], "removed": ["drop"], "changed": {"keep": ["cron"]}, "cancelled": 3}
     assert entries[2]["added"] == ["drop", "keep"] and entries[0]["at"].endswith("Z")
-    text = eventcron("--database", "eventcron.db", "history", "--changes", cwd=tmp_path)
+    text = eventcron("--database", urls[0], "history", "--changes", cwd=tmp_path)
     assert "refused" in text.stdout and "+fresh; -drop; ~keep (cron); 3 pending events" \
         " cancelled" in text.stdout
 
@@ -162,3 +178,14 @@ def test_the_plan_log_keeps_applied_and_refused_plans_newest_first(ledger: Ledge
     last = ledger.last_applied_plan()
     assert last is not None and (last.sha256, last.content, last.schedules) == (
         "cc", "version: 1\n#2\n", {})
+
+
+def test_old_plans_are_pruned_but_the_one_applied_last_stays(ledger: Ledger) -> None:
+    for at, outcome in ((1_000, "applied"), (2_000, "refused"), (3_000, "applied"),
+                        (9_000, "refused"), (20_000, "refused")):
+        ledger.record_plan(PlanRecord(at, "i", "/f", f"s{at}", outcome,  # type: ignore[arg-type]
+                                      content="x" if outcome == "applied" else None))
+    assert ledger.prune_plans(10_000) == 3
+    assert [r.sha256 for r in ledger.plan_log()] == ["s20000", "s3000"]
+    last = ledger.last_applied_plan()
+    assert last is not None and last.sha256 == "s3000"

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from eventcron import config
 from eventcron.firing.plandiff import compare, occurrences, shift, summarize
 from tests.unit.fakes import write_config
 
@@ -52,3 +55,39 @@ def test_occurrences_count_each_zones_users_and_shift_keeps_only_differences(
     assert moved.added == ((datetime(2026, 12, 1, 15, tzinfo=UTC), 1),)
     assert moved.removed == ((datetime(2026, 12, 1, 14, tzinfo=UTC), 1),)
     assert occurrences(None, T, T + timedelta(days=1)) == {}
+
+
+def test_a_members_zone_or_fields_or_the_data_template_count_as_changes(
+        tmp_path: Path) -> None:
+    base = """
+        - id: s
+          event_type: "e:s"
+          cron: "0 9 * * *"
+          timezone: user
+          users: [{{id: u1, timezone: {zone}, plan: {plan}}}]
+          data: {{who: "{who}"}}
+        """
+    def load(name: str, zone: str = "Europe/Berlin", plan: str = "gold",
+             who: str = "${app_user_id}") -> dict[str, dict[str, object]]:
+        return summarize(write_config(tmp_path, base.format(zone=zone, plan=plan, who=who),
+                                      name=name))
+
+    old = load("old.yaml")
+    assert compare(old, load("zone.yaml", zone="America/New_York")).changed == {"s": ("users",)}
+    assert compare(old, load("plan.yaml", plan="silver")).changed == {"s": ("users",)}
+    assert compare(old, load("data.yaml", who="app_user_id")).changed == {"s": ("data",)}
+    assert compare(old, load("same.yaml")).empty
+
+
+def test_one_audience_file_named_two_ways_is_the_same_audience(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "users.csv").write_text("app_user_id\nu1\n")
+    body = """
+        - {id: s, event_type: "e:s", every: 1h, audience: people}
+        """
+    extra = "audiences:\n  people: {file: users.csv}\n"
+    absolute = write_config(tmp_path, body, extra=extra)
+    monkeypatch.chdir(tmp_path)
+    relative = config.load(Path(absolute.path.name))
+    assert relative.schedules[0].audience.file != absolute.schedules[0].audience.file
+    assert compare(summarize(absolute), summarize(relative)).empty

@@ -42,7 +42,7 @@ def load(args: argparse.Namespace, path: Path | None = None, *,
 
 def problem_count(e: InvalidInput) -> int:
     """Count an invalid file's problems, those left unlisted included."""
-    return len(e.problems) + e.truncated
+    return e.count
 
 
 def explicit_database(args: argparse.Namespace) -> str | None:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from eventcron import config
-from eventcron.cli.common import config_path, explicit_database, open_ledger, problem_count
+from eventcron.cli.common import config_path, explicit_database, load, open_ledger
 from eventcron.cli.history import instance_label
 from eventcron.cli.output import Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339
 from eventcron.firing.plandiff import PlanChange, Shift, compare, occurrences, shift, summarize
-from eventcron.problems import InvalidInput
+from eventcron.problems import InvalidInput, first_line
 
 EXIT_SAME: Final = 0
 EXIT_DIFFERENT: Final = 1
@@ -30,13 +30,27 @@ SHOWN_PER_SCHEDULE: Final = 5  # occurrences listed per schedule in the text for
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    """Compare a schedule file with the plan last applied (or another file)."""
+    """Compare a schedule file with the plan last applied (or another file).
+
+    Every failure exits 2, as diff(1)'s trouble: 1 means differences, never an error.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _diff(args)
+    except Failure as e:
+        raise Failure(str(e), EXIT_TROUBLE) from None
+    except SQLAlchemyError as e:
+        raise Failure(f"the ledger failed: {first_line(e)}.", EXIT_TROUBLE) from None
+
+
+def _diff(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     path = Path(args.file) if args.file else config_path(args)
-    new = _load(path, "the file")
+    new = load(args, path, code=EXIT_TROUBLE)
     database = explicit_database(args) or new.database
     if args.against:
-        old = _load(Path(args.against), "--against")
+        old = load(args, Path(args.against), code=EXIT_TROUBLE)
         against = f"{args.against}"
     else:
         old, against = _applied_plan(database)
@@ -54,17 +68,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         _print(change, shifts, title=f"{path} against {against}, over the next"
                f" {count(args.days, 'day')}:", pending=pending, report=report, new=new, old=old)
     return EXIT_DIFFERENT if not change.empty else EXIT_SAME
-
-
-def _load(path: Path, what: str) -> config.Config:
-    if not path.exists():
-        raise Failure(f"{what}: there is no schedule file at {path}.", EXIT_TROUBLE)
-    try:
-        return config.load(path)
-    except InvalidInput as e:
-        err(e.render())
-        n = problem_count(e)
-        raise Failure(f"{path} is not valid: {count(n, 'problem')}.", EXIT_TROUBLE) from None
 
 
 def _applied_plan(database: str) -> tuple[config.Config, str]:
@@ -88,20 +91,20 @@ def _applied_plan(database: str) -> tuple[config.Config, str]:
     return old, about
 
 
-def _pending(database: str, schedule_ids: list[str]) -> dict[str, int]:
-    """Pending events of the schedules leaving the plan (empty when no ledger is at hand)."""
+def _pending(database: str, schedule_ids: list[str]) -> dict[str, int] | None:
+    """Pending events of the schedules leaving the plan; None when no ledger can say."""
     try:
         ledger = open_ledger(database)
-    except Failure:
-        return {}
+    except Failure as e:
+        err(f"eventcron: note: pending events unknown: {e}")
+        return None
     try:
-        by_schedule = ledger.counts_by_schedule()
+        return ledger.pending_counts(schedule_ids)
     finally:
         ledger.close()
-    return {sid: by_schedule.get(sid, {}).get("pending", 0) for sid in schedule_ids}
 
 
-def _report(change: PlanChange, shifts: dict[str, Shift], pending: dict[str, int],
+def _report(change: PlanChange, shifts: dict[str, Shift], pending: dict[str, int] | None,
             schedules: int) -> dict[str, Any]:
     def listed(pairs: tuple[tuple[datetime, int], ...]) -> list[dict[str, Any]]:
         return [{"occurrence": rfc3339(t), "events": n} for t, n in pairs]
@@ -114,12 +117,12 @@ def _report(change: PlanChange, shifts: dict[str, Shift], pending: dict[str, int
                         for sid, s in shifts.items()},
         "events_added": sum(n for s in shifts.values() for _, n in s.added),
         "events_removed": sum(n for s in shifts.values() for _, n in s.removed),
-        "pending_cancelled": sum(pending.values()),
+        "pending_cancelled": None if pending is None else sum(pending.values()),
     }
 
 
 def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
-           pending: dict[str, int], report: dict[str, Any], new: config.Config,
+           pending: dict[str, int] | None, report: dict[str, Any], new: config.Config,
            old: config.Config) -> None:
     out(title)
     if change.empty:
@@ -136,18 +139,21 @@ def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
             parts.append(f"+{count(len(s.added), 'occurrence')} ({count(gained, 'event')})")
         if s.removed:
             parts.append(f"-{count(len(s.removed), 'occurrence')} ({count(lost, 'event')})")
-        if pending.get(sid):
+        if pending and pending.get(sid):
             parts.append(f"{count(pending[sid], 'pending event')} cancelled")
         out(f"{sign} {sid}{fields}: {', '.join(parts) or 'no occurrence in these days'}")
         schedule = new.schedule(sid) or old.schedule(sid)
         zone = schedule.timezone if schedule and schedule.timezone != "user" else "UTC"
         for mark, pairs in (("+", s.added), ("-", s.removed)):
             for t, n in pairs[:SHOWN_PER_SCHEDULE]:
-                local = t.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+                # With the offset: the hour repeated when DST ends shows twice, told apart.
+                local = t.astimezone(zoneinfo.ZoneInfo(zone)).isoformat(sep=" ",
+                                                                        timespec="minutes")
                 out(f"    {mark} {local} {zone}  {count(n, 'event')}")
             if len(pairs) > SHOWN_PER_SCHEDULE:
                 out(f"    {mark} … and {len(pairs) - SHOWN_PER_SCHEDULE} more")
     unchanged = report["schedules"]["unchanged"]
     out(f"= {count(unchanged, 'schedule')} unchanged")
+    cancelled = report["pending_cancelled"]
     out(f"events: +{report['events_added']:,}, -{report['events_removed']:,};"
-        f" pending events cancelled: {report['pending_cancelled']:,}")
+        f" pending events cancelled: {'unknown' if cancelled is None else f'{cancelled:,}'}")

@@ -132,7 +132,7 @@ def _zone(name: str) -> tzinfo:
     # the time is still right, in UTC.
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder
         return UTC
 
 

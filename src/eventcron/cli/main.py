@@ -23,6 +23,7 @@ from eventcron.states import STATUSES
 
 DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
 DEFAULT_DIFF_DAYS: Final = 7  # days of occurrences `diff` compares
+MAX_DIFF_DAYS: Final = 366  # a year: more is a listing, not a review
 DEFAULT_LIST_LIMIT: Final = 50  # rows `deliveries` shows unless told otherwise
 
 
@@ -86,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="OLD_FILE",
                    help="compare with this file (default: the plan last applied, from the"
                         " ledger)")
-    p.add_argument("--days", metavar="N", type=_positive_int, default=DEFAULT_DIFF_DAYS,
-                   help=f"compare occurrences over the next N days (default {DEFAULT_DIFF_DAYS})")
+    p.add_argument("--days", metavar="N", type=_days, default=DEFAULT_DIFF_DAYS,
+                   help=f"compare occurrences over the next N days, 1 to {MAX_DIFF_DAYS}"
+                        f" (default {DEFAULT_DIFF_DAYS})")
     p.add_argument("--json", action="store_true", help="print a JSON object")
 
     p = command("run", "run the daemon: fire schedules, deliver, retry, record", "service:cmd_run")
@@ -247,6 +249,13 @@ def _since(text: str) -> datetime:
 
 def _positive_int(text: str) -> int:
     return _whole(text, 1, "must be at least 1")
+
+
+def _days(text: str) -> int:
+    days = _whole(text, 1, "must be at least 1")
+    if days > MAX_DIFF_DAYS:
+        raise argparse.ArgumentTypeError(f"{days} days is more than {MAX_DIFF_DAYS}")
+    return days
 
 
 def _rfc3339(text: str) -> datetime:

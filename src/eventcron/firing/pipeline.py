@@ -110,12 +110,16 @@ class Firing:
 
     # --- start, reload, stop -------------------------------------------------------------
 
-    async def prepare(self, now: datetime) -> None:
-        """Build the jobs, wind down schedules the ledger knows but the plan lacks, clock them."""
+    async def prepare(self, now: datetime) -> int:
+        """Build the jobs, wind down schedules the ledger knows but the plan lacks, clock them.
+
+        Returns the pending rows cancelled for schedules that left the plan while stopped.
+        """
         self.state.jobs = {job.key: job for job in plan.jobs(self.state.config)}
-        await self._retire(None, now)
+        cancelled = await self._retire(None, now)
         for key, job in self.state.jobs.items():
             self.clockwork.set_job(key, job.timing, now)
+        return cancelled
 
     async def recover(self, now: datetime) -> None:
         """Finish interrupted fires, then catch up on occurrences up to ``now``."""

@@ -1,18 +1,22 @@
 """What changes between two plans: schedules added, removed, changed, and their occurrences.
 
-Pure: it compares validated configs (or the schedule summaries the ledger keeps of applied
-plans) and counts the events occurrences would send; the caller passes the window.
+It compares validated configs (or the schedule summaries the ledger keeps of applied
+plans) and counts the events occurrences would send, reading CSV audiences to count their
+users per zone; the caller passes the window.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from eventcron.config import Config, Schedule
+from eventcron.config import USER_ZONE, Config, Schedule
 from eventcron.firing.plan import schedule_jobs
 from eventcron.timing import fires_after
 
@@ -27,10 +31,13 @@ def summarize(cfg: Config) -> Summary:
 def _fields(s: Schedule) -> dict[str, Any]:
     audience = s.audience
     if audience.file is not None:
-        users: str = f"file {audience.file}"
+        # Absolute: the same file named from another folder is the same audience.
+        users: str = f"file {os.path.abspath(audience.file)}"
     else:
-        ids = "\n".join(m.id for m in audience.members or ())
-        users = f"{audience.size} inline, sha256 {hashlib.sha256(ids.encode()).hexdigest()[:12]}"
+        # Ids, zones and fields: a member's zone moves its occurrences, a field its data.
+        members = json.dumps([[m.id, m.timezone, *m.fields] for m in audience.members or ()])
+        users = (f"{audience.size} inline,"
+                 f" sha256 {hashlib.sha256(members.encode()).hexdigest()[:12]}")
     return {
         "event_type": s.event_type, "kind": s.kind, "timezone": s.timezone,
         "cron": s.cron.source if s.cron else None, "every": s.every,
@@ -39,7 +46,7 @@ def _fields(s: Schedule) -> dict[str, Any]:
         "ends": s.ends.isoformat() if s.ends else None, "enabled": s.enabled,
         "description": s.description,
         "audience": audience.name if audience.name is not None else "inline",
-        "users": users, "data": "".join(s.data.parts), "fingerprint": s.fingerprint(),
+        "users": users, "data": json.dumps(s.data.parts), "fingerprint": s.fingerprint(),
     }
 
 
@@ -113,11 +120,14 @@ def occurrences(schedule: Schedule | None, start: datetime, end: datetime) -> Oc
     out: Occurrences = {}
     if schedule is None or not schedule.enabled:
         return out
-    for job in schedule_jobs(schedule):
-        users = sum(1 for _ in schedule.members(job.zone)) if schedule.timezone == "user" \
-            else schedule.audience.size
+    jobs = schedule_jobs(schedule)
+    if schedule.timezone == USER_ZONE:  # one pass over the audience, not one per zone
+        per_zone = Counter(schedule.zone_of(m) for m in schedule.audience.iter_members())
+    else:
+        per_zone = Counter({job.zone: schedule.audience.size for job in jobs})
+    for job in jobs:
         for t in fires_after(job.timing, start, end):
-            out[t] = out.get(t, 0) + users
+            out[t] = out.get(t, 0) + per_zone[job.zone]
     return out
 
 

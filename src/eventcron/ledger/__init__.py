@@ -31,6 +31,7 @@ from eventcron.ledger.dialect import (
     MIGRATION_LOCK,
     MIN_SQLITE,
     display_url,
+    password_of,
 )
 from eventcron.ledger.identity import (
     UNKNOWN,
@@ -128,5 +129,6 @@ __all__ = [
     "meta_table",
     "metadata",
     "owner_is_dead",
+    "password_of",
     "pid_namespace",
 ]

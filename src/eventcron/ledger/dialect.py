@@ -53,6 +53,12 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def password_of(url: str) -> str | None:
+    """Return the password a database URL carries, or None (to hide it where it appears)."""
+    password = make_url(url).password
+    return str(password) if password else None
+
+
 def cause(e: SQLAlchemyError) -> str:
     """Return why a database call failed, to end a sentence with (no final period)."""
     return first_line(e).rstrip(".")

@@ -41,6 +41,16 @@ class Operators(LedgerBase):
                 out.setdefault(schedule_id, dict.fromkeys(STATUSES, 0))[status] = int(n)
         return out
 
+    def pending_counts(self, schedule_ids: Iterable[str]) -> dict[str, int]:
+        """Return the pending rows of each of these schedules (0 when none)."""
+        ids = list(schedule_ids)
+        stmt = (select(deliveries.c.schedule_id, func.count())
+                .where(deliveries.c.status == "pending", deliveries.c.schedule_id.in_(ids))
+                .group_by(deliveries.c.schedule_id))
+        with self._tx(write=False) as conn:
+            found = {sid: int(n) for sid, n in conn.execute(stmt).all()}
+        return {sid: found.get(sid, 0) for sid in ids}
+
     def health(self) -> EndpointHealth:
         """Return the latest delivery time and the latest error the endpoint caused."""
         with self._tx(write=False) as conn:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from eventcron.ledger.base import LedgerBase
 from eventcron.ledger.schema import plans
@@ -54,6 +54,20 @@ class Plans(LedgerBase):
                                .order_by(plans.c.at.desc(), plans.c.id.desc())
                                .limit(1)).first()
         return None if row is None else _record(row)
+
+    def prune_plans(self, before: int) -> int:
+        """Delete plans recorded before ``before`` (ms), except the one applied last.
+
+        That one stays whatever its age: it is what the next start and ``diff`` compare with.
+        """
+        with self._tx() as conn:
+            keep = conn.execute(select(plans.c.id).where(plans.c.outcome == "applied")
+                                .order_by(plans.c.at.desc(), plans.c.id.desc())
+                                .limit(1)).scalar()
+            stmt = delete(plans).where(plans.c.at < before)
+            if keep is not None:
+                stmt = stmt.where(plans.c.id != keep)
+            return int(conn.execute(stmt).rowcount or 0)
 
     def plan_log(self, *, since: int | None = None,
                  limit: int | None = 50) -> list[PlanRecord]:

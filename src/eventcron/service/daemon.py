@@ -47,6 +47,7 @@ log = logging.getLogger("eventcron")
 
 DRAIN_TIMEOUT: Final = 10.0  # seconds to let requests in flight finish at shutdown
 HEALTH_PROBE_TIMEOUT: Final = 5.0  # seconds a ledger write probe may take
+AUDIT_CLOSE_TIMEOUT: Final = 5.0  # seconds shutdown waits for plan records still unwritten
 GC_YOUNG_THRESHOLD: Final = 7000  # allocations between young-generation collections
 
 
@@ -155,8 +156,8 @@ class Daemon:
             if released:
                 log.info("released %d claims of eventcron processes on this host that died",
                          released)
-            await self.firing.prepare(started)
-            await self.audit.started(self.config)
+            cancelled = await self.firing.prepare(started)
+            await self.audit.started(self.config, cancelled)
             # Ready once the plan is loaded and the ledger open: catching up on a large
             # backlog may take a while and must not trip systemd's start timeout.
             self.notifier.ready("catching up on fires missed while stopped")
@@ -224,6 +225,7 @@ class Daemon:
         await self.firing.stop()
         left = await self.dispatcher.stop(runner, self.drain_timeout)
         await self.connection.aclose()
+        await self.audit.close(AUDIT_CLOSE_TIMEOUT)
         try:
             await self.db.call(self.db.ledger.heartbeat, self._instance(stopped=True))
         except TRANSIENT as e:
@@ -272,10 +274,11 @@ class Daemon:
             new = await asyncio.to_thread(config.load, path)
         except InvalidInput as e:
             self.metrics.reload_failures.inc()
+            sha256 = await asyncio.to_thread(_sha256_of, path)
             log.error("reload (%s): %s is not valid, still running the previous version:\n%s",
-                      why, path, e.render())
-            await self.audit.refused(path, await asyncio.to_thread(_sha256_of, path),
-                                     len(e.problems) + e.truncated)
+                      why, path, e.render(), extra={"file": str(path), "sha256": sha256,
+                                                    "why": why, "problems": e.count})
+            self.audit.refused(path, sha256, e.count)
             return False
         self.metrics.reloads.inc()
         if new.database != self.config.database:
@@ -284,11 +287,12 @@ class Daemon:
         old = self.config
         # Every component takes its new settings the same way: pushed, here, in this order.
         change = await self.firing.configure(new, self.clock.now())
-        plan = await self.audit.reloaded(old, new, change.cancelled)
         self.upkeep.configure(new)
         new_token = await self.connection.configure(new.endpoint)
         self.dispatcher.configure(self.connection.sender, new.delivery,
                                   new.endpoint.concurrency, new.endpoint.rate_limit)
+        # Recorded once every component runs the new plan, in the background.
+        plan = self.audit.reloaded(old, new, change.cancelled)
         if new_token:
             log.info("loaded a new token from %s", new.endpoint.token.describe())
             self.dispatcher.resume("a new token was loaded")

@@ -126,6 +126,8 @@ class Upkeep:
             try:
                 # In short steps: claims, records and /healthz get through in between.
                 n = await self.db.prune(before, horizon)
+                # The audit log of plans ages like the rows (a handful of rows: one call).
+                await self.db.call(self.db.ledger.prune_plans, before)
             except TRANSIENT as e:
                 log.warning("cannot prune old ledger rows: %s", first_line(e))
             else:
