@@ -65,7 +65,7 @@ def test_status_json_and_text(run: Run, tmp_path: Path) -> None:
     assert status["endpoint"]["last_error"] in ("HTTP 503; expired", "HTTP 400 Bad Request")
     assert status["endpoint"]["token"]["expired"] is False
     text = run("status").stdout
-    assert "beta  (disabled)" in text
+    assert "beta (disabled):" in text
     assert "Ledger: 0 pending, 1 delivered, 1 failed, 1 expired, 0 cancelled" in text
 
 

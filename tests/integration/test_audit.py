@@ -137,6 +137,10 @@ def test_diff_compares_an_edit_with_the_plan_last_applied(tmp_path: Path) -> Non
     assert len(removed) == 24 and {o["events"] for o in removed} == {3}
     assert (report["events_added"], report["events_removed"]) == (0, 72)
 
+    text = eventcron("--config", "schedules.yaml", "diff", "edited.yaml", "--days", "1",
+                     cwd=tmp_path)
+    assert text.returncode == 1 and "~ drop, disabled: -24 occurrences (72 events)" in text.stdout
+
     same = eventcron("--config", "schedules.yaml", "diff", cwd=tmp_path)
     assert same.returncode == 0, same.stderr
     assert "no difference." in same.stdout

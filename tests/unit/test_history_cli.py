@@ -141,7 +141,7 @@ def test_fire_says_the_same_liveness_then_what_happens_to_the_rows() -> None:
         " starts."]
     assert _who_sends([], now, PLAN).splitlines()[1].endswith("until `eventcron run` starts.")
     other_plan = _who_sends([alive], now, "9" * 64)
-    assert "run another version of the schedule file (plan 3f2a9c1e, this file 99999999)" \
+    assert "runs another version of the schedule file (plan 3f2a9c1e, this file 99999999)" \
         in other_plan
 
 

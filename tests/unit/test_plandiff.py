@@ -91,3 +91,20 @@ def test_one_audience_file_named_two_ways_is_the_same_audience(
     relative = config.load(Path(absolute.path.name))
     assert relative.schedules[0].audience.file != absolute.schedules[0].audience.file
     assert compare(summarize(absolute), summarize(relative)).empty
+
+
+def test_switching_a_schedule_off_or_on_is_said_as_such(tmp_path: Path) -> None:
+    old = write_config(tmp_path, """
+        - {id: a, event_type: "e:a", every: 1h, users: [u1]}
+        - {id: b, event_type: "e:b", every: 1h, users: [u1], enabled: false}
+        - {id: c, event_type: "e:c", every: 1h, users: [u1]}
+        """, name="old.yaml")
+    new = write_config(tmp_path, """
+        - {id: a, event_type: "e:a", every: 2h, users: [u1], enabled: false}
+        - {id: b, event_type: "e:b", every: 1h, users: [u1]}
+        - {id: c, event_type: "e:c", every: 1h, users: [u1, u2]}
+        """, name="new.yaml")
+    change = compare(summarize(old), summarize(new))
+    assert [change.label(sid) for sid in ("a", "b", "c")] == [
+        ("disabled", "a (every)"), ("enabled", "b"), ("changed", "c (users)")]
+    assert change.describe() == "disabled a (every); enabled b; changed c (users)"

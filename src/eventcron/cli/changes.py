@@ -10,6 +10,7 @@ from eventcron.cli.common import ledger_only
 from eventcron.cli.history import instance_label
 from eventcron.cli.output import EXIT_OK, count, out
 from eventcron.clock import from_ms, rfc3339
+from eventcron.firing.plandiff import PlanChange
 from eventcron.ledger import PlanRecord
 
 
@@ -46,7 +47,12 @@ def _summary(item: dict[str, Any]) -> str:
     if item["outcome"] == "refused":
         return f"{count(item['problems'], 'problem')}; the previous plan kept running"
     parts = [f"+{sid}" for sid in item["added"]] + [f"-{sid}" for sid in item["removed"]]
-    parts += [f"~{sid} ({', '.join(fields)})" for sid, fields in item["changed"].items()]
+    change = PlanChange(changed={k: tuple(v) for k, v in item["changed"].items()},
+                        enabled=tuple(item["enabled"]), disabled=tuple(item["disabled"]))
+    for sid in item["changed"]:
+        verb, what = change.label(sid)
+        parts.append({"changed": "~", "enabled": "enabled ", "disabled": "disabled "}[verb]
+                     + what)
     if not parts:
         parts = ["no schedule changed"]
     if item["cancelled"]:

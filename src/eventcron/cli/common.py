@@ -26,11 +26,16 @@ def config_path(args: argparse.Namespace) -> Path:
 
 def load(args: argparse.Namespace, path: Path | None = None, *,
           code: int = EXIT_FAILURE) -> config.Config:
-    """Load and validate the schedule file; print every problem and fail on any."""
+    """Load and validate the schedule file; print every problem and fail on any.
+
+    ``path``: a file the command was given by name (the default is ``--config``'s, and only
+    then does a missing file come with the hint to pass ``--config``).
+    """
+    named = path is not None
     path = path or config_path(args)
     if not path.exists() and not path.is_symlink():
-        raise Failure(f"there is no schedule file at {path}; pass --config FILE or set"
-                      f" ${locate.CONFIG_ENV}.", code)
+        hint = "" if named else f"; pass --config FILE or set ${locate.CONFIG_ENV}"
+        raise Failure(f"there is no schedule file at {path}{hint}.", code)
     try:
         return config.load(path)
     except InvalidInput as e:

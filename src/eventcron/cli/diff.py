@@ -20,7 +20,15 @@ from eventcron.cli.common import config_path, explicit_database, load, open_ledg
 from eventcron.cli.history import instance_label
 from eventcron.cli.output import Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339
-from eventcron.firing.plandiff import PlanChange, Shift, compare, occurrences, shift, summarize
+from eventcron.firing.plandiff import (
+    Occurrences,
+    PlanChange,
+    Shift,
+    compare,
+    occurrences,
+    shift,
+    summarize,
+)
 from eventcron.problems import InvalidInput, first_line
 
 EXIT_SAME: Final = 0
@@ -47,7 +55,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     path = Path(args.file) if args.file else config_path(args)
-    new = load(args, path, code=EXIT_TROUBLE)
+    new = load(args, Path(args.file) if args.file else None, code=EXIT_TROUBLE)
     database = explicit_database(args) or new.database
     if args.against:
         old = load(args, Path(args.against), code=EXIT_TROUBLE)
@@ -56,9 +64,11 @@ def _diff(args: argparse.Namespace) -> int:
         old, against = _applied_plan(database)
     end = now + timedelta(days=args.days)
     change = compare(summarize(old), summarize(new))
-    shifts = {sid: shift(occurrences(old.schedule(sid), now, end),
-                         occurrences(new.schedule(sid), now, end))
-              for sid in sorted({*change.added, *change.removed, *change.changed})}
+    shifts: dict[str, Shift] = {}
+    occurrences_in: dict[str, Occurrences] = {}  # the new plan's, for what changed in place
+    for sid in sorted({*change.added, *change.removed, *change.changed}):
+        occurrences_in[sid] = occurrences(new.schedule(sid), now, end)
+        shifts[sid] = shift(occurrences(old.schedule(sid), now, end), occurrences_in[sid])
     leaving = sorted({*change.removed, *change.disabled})
     pending = _pending(database, leaving) if leaving else {}
     report = _report(change, shifts, pending, len(new.schedules))
@@ -66,12 +76,17 @@ def _diff(args: argparse.Namespace) -> int:
         out(json.dumps(report, indent=2))
     else:
         _print(change, shifts, title=f"{path} against {against}, over the next"
-               f" {count(args.days, 'day')}:", pending=pending, report=report, new=new, old=old)
+               f" {count(args.days, 'day')}:", pending=pending, report=report, new=new, old=old,
+               occurrences_in=occurrences_in)
     return EXIT_DIFFERENT if not change.empty else EXIT_SAME
 
 
 def _applied_plan(database: str) -> tuple[config.Config, str]:
-    ledger = open_ledger(database, code=EXIT_TROUBLE)
+    try:
+        ledger = open_ledger(database, code=EXIT_TROUBLE)
+    except Failure as e:
+        raise Failure(f"{e} No plan can have been applied with it yet; compare with a file:"
+                      " --against OLD_FILE.", EXIT_TROUBLE) from None
     try:
         record = ledger.last_applied_plan()
     finally:
@@ -123,7 +138,7 @@ def _report(change: PlanChange, shifts: dict[str, Shift], pending: dict[str, int
 
 def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
            pending: dict[str, int] | None, report: dict[str, Any], new: config.Config,
-           old: config.Config) -> None:
+           old: config.Config, occurrences_in: dict[str, Occurrences]) -> None:
     out(title)
     if change.empty:
         out("no difference.")
@@ -131,7 +146,10 @@ def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
     for sid in sorted(shifts):
         s = shifts[sid]
         sign = "+" if sid in change.added else "-" if sid in change.removed else "~"
-        fields = f" ({', '.join(change.changed[sid])})" if sid in change.changed else ""
+        what = sid
+        if sid in change.changed:
+            verb, what = change.label(sid)
+            what = what if verb == "changed" else f"{what}, {verb}"
         gained = sum(n for _, n in s.added)
         lost = sum(n for _, n in s.removed)
         parts = []
@@ -141,19 +159,25 @@ def _print(change: PlanChange, shifts: dict[str, Shift], *, title: str,
             parts.append(f"-{count(len(s.removed), 'occurrence')} ({count(lost, 'event')})")
         if pending and pending.get(sid):
             parts.append(f"{count(pending[sid], 'pending event')} cancelled")
-        out(f"{sign} {sid}{fields}: {', '.join(parts) or 'no occurrence in these days'}")
+        if not parts:
+            # Same times, same audience: what changed (data, description…) rides along.
+            n = len(occurrences_in.get(sid, ()))
+            parts.append(f"the same {count(n, 'occurrence')}, sent as changed" if n
+                         else "no occurrence in these days")
+        out(f"{sign} {what}: {', '.join(parts)}")
         schedule = new.schedule(sid) or old.schedule(sid)
         zone = schedule.timezone if schedule and schedule.timezone != "user" else "UTC"
         for mark, pairs in (("+", s.added), ("-", s.removed)):
             for t, n in pairs[:SHOWN_PER_SCHEDULE]:
                 # With the offset: the hour repeated when DST ends shows twice, told apart.
                 local = t.astimezone(zoneinfo.ZoneInfo(zone)).isoformat(sep=" ",
-                                                                        timespec="minutes")
+                                                                        timespec="seconds")
                 out(f"    {mark} {local} {zone}  {count(n, 'event')}")
             if len(pairs) > SHOWN_PER_SCHEDULE:
-                out(f"    {mark} … and {len(pairs) - SHOWN_PER_SCHEDULE} more")
+                out(f"    {mark} … and {len(pairs) - SHOWN_PER_SCHEDULE:,} more")
     unchanged = report["schedules"]["unchanged"]
-    out(f"= {count(unchanged, 'schedule')} unchanged")
+    if unchanged:
+        out(f"= {count(unchanged, 'schedule')} unchanged")
     cancelled = report["pending_cancelled"]
     out(f"events: +{report['events_added']:,}, -{report['events_removed']:,};"
         f" pending events cancelled: {'unknown' if cancelled is None else f'{cancelled:,}'}")

@@ -37,7 +37,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
         if args.schedule:
             raise UsageError("--schedule does not apply to --changes: plans cover every"
-                             " schedule.", args.parser)
+                             " schedule", args.parser)
         return show_changes(args, since=since, limit=args.limit or None)
     schedules = tuple(args.schedule or ())
     with ledger_only(args) as (ledger, _):

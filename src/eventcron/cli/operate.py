@@ -103,7 +103,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if cfg is None:
             out(f"  {item['id']}: last fire {item['last_fire'] or 'never'}; {tally}")
             continue
-        state = "" if item["enabled"] else "  (disabled)"
+        state = "" if item["enabled"] else " (disabled)"
         out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']}, {item['users']:,}"
              f" users; last fire {item['last_fire'] or 'never'}, next"
              f" {item['next_fire'] or 'none'}; {tally}")
@@ -325,9 +325,11 @@ def _plan_note(instances: list[Instance], now_ms: int, plan_sha256: str) -> str 
     alive = [i for i in instances if i.alive(now_ms)]
     if not alive or any(i.plan_sha256 == plan_sha256 for i in alive):
         return None
-    return (f"Note: the running instances run another version of the schedule file (plan"
-            f" {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); until they load"
-            " it, rows of a schedule their version lacks are cancelled, not sent.")
+    who, they = (("the running instance runs", "it loads") if len(alive) == 1
+                 else ("the running instances run", "they load"))
+    return (f"Note: {who} another version of the schedule file (plan"
+            f" {alive[0].plan_sha256[:8]}, this file {plan_sha256[:8]}); until {they}"
+            " it, rows of a schedule that version lacks are cancelled, not sent.")
 
 
 def _instance_json(i: Instance, now_ms: int) -> dict[str, Any]:

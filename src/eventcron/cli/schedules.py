@@ -22,7 +22,7 @@ from eventcron.timing import CronExpr, CronSyntaxError, CronTiming, fires_after
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a schedule file and summarize it."""
     path = Path(args.file) if args.file else config_path(args)
-    cfg = load(args, path)
+    cfg = load(args, Path(args.file) if args.file else None)
     enabled = sum(1 for s in cfg.schedules if s.enabled)
     # Named audiences and schedules' own inline lists: the audiences `run` sends to.
     audiences = {id(a): a for a in (*cfg.audiences.values(), *(s.audience for s in cfg.schedules))}

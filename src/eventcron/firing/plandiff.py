@@ -73,10 +73,22 @@ class PlanChange:
             parts.append("added " + ", ".join(self.added))
         if self.removed:
             parts.append("removed " + ", ".join(self.removed))
-        if self.changed:
-            parts.append("changed " + ", ".join(f"{sid} ({', '.join(fields)})"
-                                                for sid, fields in self.changed.items()))
+        for verb in ("disabled", "enabled", "changed"):
+            named = [self.label(sid)[1] for sid in self.changed if self.label(sid)[0] == verb]
+            if named:
+                parts.append(f"{verb} {', '.join(named)}")
         return "; ".join(parts) or "no schedule changed"
+
+    def label(self, sid: str) -> tuple[str, str]:
+        """Name a changed schedule's change: ``("disabled", "b")``, ``("changed", "c (cron)")``.
+
+        Switching a schedule on or off is said as such; other fields that changed with it
+        follow in brackets.
+        """
+        fields = [f for f in self.changed.get(sid, ()) if f != "enabled"]
+        verb = ("disabled" if sid in self.disabled else "enabled" if sid in self.enabled
+                else "changed")
+        return verb, f"{sid} ({', '.join(fields)})" if fields else sid
 
     def as_json(self) -> dict[str, Any]:
         """Return the change as a JSON object."""
