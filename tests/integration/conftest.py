@@ -20,3 +20,15 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     reset_postgres(url)
     yield url
     reset_postgres(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_line(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Yield the ``database:`` line of a schedule file: none (SQLite beside it), or PostgreSQL."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    url = postgres_url()
+    reset_postgres(url)
+    yield f'database: "{url}"\n'
+    reset_postgres(url)

@@ -14,7 +14,6 @@ import pytest
 
 from eventcron.ledger import Filters, Ledger, NewRow, PlanRecord
 from tests.integration.harness import running, write_schedule
-from tests.pg import postgres_url, reset_postgres
 
 BODY = """
 schedules:
@@ -41,21 +40,10 @@ def eventcron(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The ``database:`` line of the schedule file: the SQLite default, or PostgreSQL."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    url = postgres_url()
-    reset_postgres(url)
-    yield f'database: "{url}"\n'
-    reset_postgres(url)
-
-
 @pytest.mark.slow
 def test_start_reload_and_refusal_are_recorded_with_what_changed(tmp_path: Path,
-                                                                 database: str) -> None:
+                                                                 database_line: str) -> None:
+    database = database_line
     refused_problems: list[int] = []
     urls: list[str] = []
 
@@ -152,18 +140,12 @@ def test_diff_compares_an_edit_with_the_plan_last_applied(tmp_path: Path) -> Non
     assert "broken.yaml" in trouble.stderr and "Traceback" not in trouble.stderr
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """Yield an empty ledger: an SQLite file or PostgreSQL."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    if request.param == "postgresql":
-        url = postgres_url()
-        reset_postgres(url)
-    opened = Ledger.open(url)
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    """Yield an empty ledger on each backend (see conftest's ``ledger_url``)."""
+    opened = Ledger.open(ledger_url)
     yield opened
     opened.close()
-    if request.param == "postgresql":
-        reset_postgres(url)
 
 
 def test_the_plan_log_keeps_applied_and_refused_plans_newest_first(ledger: Ledger) -> None:

@@ -14,7 +14,6 @@ import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,7 +21,6 @@ from eventcron.clock import rfc3339, to_ms
 from eventcron.ledger import PASSED_BEFORE_LOAD, Filters
 from tests.acceptance.conftest import eventcron_command
 from tests.integration.harness import Running, running, soon, with_a_later_time_until_in_time
-from tests.pg import postgres_url, reset_postgres
 
 INVALID = "version: 1\nschedules:\n  - {id: alpha, cron: '61 9 * * *', users: [u1]}\n"
 
@@ -39,21 +37,10 @@ def seconds_after(run: Running, schedule: str, nominal: datetime) -> list[float]
                   for r in run.rows(Filters(schedule=(schedule,))) if r.delivered_at)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Any:
-    """The ``database:`` line of the schedule file: the SQLite default, or PostgreSQL."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    url = postgres_url()
-    reset_postgres(url)
-    yield f'database: "{url}"'
-    reset_postgres(url)
-
-
 @pytest.mark.slow
 def test_history_and_status_show_what_a_running_daemon_did(tmp_path: Path,
-                                                           database: str) -> None:
+                                                           database_line: str) -> None:
+    database = database_line
     passed = (datetime.now(UTC) - timedelta(seconds=30)).replace(microsecond=0)
     elsewhere = tmp_path / "elsewhere"  # no schedule file at all
     invalid = tmp_path / "invalid"
