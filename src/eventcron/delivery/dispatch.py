@@ -15,14 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from eventcron.clock import Clock, from_ms, ms, rfc3339
 from eventcron.config import Delivery
 from eventcron.delivery.pacer import Pacer
 from eventcron.delivery.retry import Decision, Outcome, decide
 from eventcron.delivery.sender import Sender
-from eventcron.ledger import Claimed, Ledger, LedgerThread, Result
+from eventcron.ledger import TRANSIENT, Claimed, Ledger, LedgerThread, Result
 from eventcron.logs import Limiter
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
@@ -150,7 +148,7 @@ class Dispatcher:
                 try:
                     await self._step()
                     errors = 0
-                except (SQLAlchemyError, OSError) as e:
+                except TRANSIENT as e:
                     self._ledger_failed = True
                     errors += 1
                     delay = _backoff(errors)
@@ -409,7 +407,7 @@ class Dispatcher:
             try:
                 await self.flush()
                 failures = 0
-            except (SQLAlchemyError, OSError) as e:
+            except TRANSIENT as e:
                 self._ledger_failed = True
                 failures += 1
                 delay = _backoff(failures)
@@ -433,7 +431,7 @@ class Dispatcher:
                 await self.db.call(self.ledger.renew, self.owner, held,
                                    ms(self.clock.now().timestamp()),
                                    ms(self.policy.claim_lease))
-            except (SQLAlchemyError, OSError) as e:
+            except TRANSIENT as e:
                 log.warning("cannot renew claims (%s); they lapse in %s unless the ledger"
                             " comes back", first_line(e), f"{self.policy.claim_lease:g}s")
 
@@ -486,7 +484,7 @@ class Dispatcher:
             try:
                 await self.flush()
                 break
-            except (SQLAlchemyError, OSError) as e:
+            except TRANSIENT as e:
                 # Unrecorded results stay claimed until the lease ends, then are sent
                 # again with the same Idempotency-Key: late, never lost.
                 log.error("cannot record %d results at shutdown (%s)%s", len(self._results),
@@ -495,7 +493,7 @@ class Dispatcher:
         if left:
             try:
                 await self.db.call(self.ledger.release, [r.id for r in left], self.owner)
-            except (SQLAlchemyError, OSError) as e:
+            except TRANSIENT as e:
                 log.error("cannot release %d claims (%s); they expire on their own",
                           len(left), first_line(e))
         return len(left)

@@ -22,9 +22,9 @@ from eventcron.config import Config
 from eventcron.firing import plan
 from eventcron.firing.firer import Firer
 from eventcron.firing.plan import Job
-from eventcron.firing.recovery import RETRIED, RETRIED_FIRE, Recovery, retrying
+from eventcron.firing.recovery import RETRIED_FIRE, Recovery, retrying
 from eventcron.firing.scheduler import FIRE_LEAD, Clockwork
-from eventcron.ledger import LedgerThread
+from eventcron.ledger import TRANSIENT, LedgerThread
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
 
@@ -161,7 +161,7 @@ class Firing:
                                    reset=True)
                 await self.recovery.skip_passed(new, job, now)
             cancelled = await self._retire(old_active, now)
-        except RETRIED as e:
+        except TRANSIENT as e:
             # The plan is applied; only its bookkeeping failed. The dispatcher already
             # refuses rows of retired schedules, and the next start redoes the rest.
             log.error("reload: the ledger failed while applying %s (%s); running the new plan"

@@ -27,13 +27,12 @@ from eventcron.problems import first_line
 log = logging.getLogger("eventcron")
 
 RETRY_MAX: Final = 60.0  # seconds between tries of a step the ledger refuses
-RETRIED: Final = TRANSIENT  # failures that pass: the ledger, the disk
 RETRIED_FIRE: Final = (*TRANSIENT, AudienceError)  # a fire also waits for its audience file
 SKIP_LINES: Final = 10  # skips logged one by one per job and reason; older ones are counted
 
 
 async def retrying(what: str, step: Callable[[], Awaitable[object]], *,
-                   errors: tuple[type[BaseException], ...] = RETRIED) -> None:
+                   errors: tuple[type[BaseException], ...] = TRANSIENT) -> None:
     """Run ``step`` until it succeeds, backing off up to :data:`RETRY_MAX` between tries.
 
     Only for steps that are safe to repeat: every write in them is keyed, so a repeat
