@@ -14,15 +14,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import against, cli_startup, fanout, lateness, prune, startup, throughput
+from bench import against, campaign, cli_startup, fanout, lateness, prune, startup, throughput
 from bench.common import Figure, git_revision, machine
 from bench.nginx import nginx, nginx_binary
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 FULL = {"throughput": 100_000, "fanout": 1_000_000, "lateness": 1_000, "startup": 10_000,
-        "prune": 1_000_000, "cli_startup": 21}
+        "prune": 1_000_000, "cli_startup": 21, "campaign": 1_000_000}
 QUICK = {"throughput": 5_000, "fanout": 50_000, "lateness": 100, "startup": 1_000,
-         "prune": 50_000, "cli_startup": 5}
+         "prune": 50_000, "cli_startup": 5, "campaign": 50_000}
 NEED_NGINX = ("throughput", "lateness")  # the others never send a request
 HEADER = ["figure", "measured", "target", "baseline (same run)", "ratio", "met"]
 
@@ -69,6 +69,8 @@ def main() -> None:
             figures += lateness.run(sizes[name])
         elif name == "prune":
             figures += prune.run(sizes[name])
+        elif name == "campaign":
+            figures += campaign.run(sizes[name])
         elif name == "cli_startup":
             figures += cli_startup.run(sizes[name])
         else:

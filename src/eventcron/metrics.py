@@ -36,7 +36,9 @@ log = logging.getLogger("eventcron.metrics")
 REQUEST_TIMEOUT: Final = 5.0  # seconds a scraper may take to send its request
 MAX_REQUEST_BYTES: Final = 8192  # bytes of request head read before giving up
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-OUTCOMES: Final = ("delivered", "retry", "failed", "expired", "held")
+# held: paused by a 401; suppressed: never sent (opted out, a per-user skip or cap);
+# quiet: held by quiet hours until the window's end (no attempt spent).
+OUTCOMES: Final = ("delivered", "retry", "failed", "expired", "held", "suppressed", "quiet")
 # Seconds from an event's nominal time to its delivery: from on time to the longest
 # delivery.expires_after worth having; 60 is a bound so that "within a minute" can be read.
 LATENESS_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -120,7 +122,7 @@ class Metrics:
         self.lateness_sum[i] += lateness
 
     def outcome(self, label: str) -> None:
-        """Count one attempt outcome (delivered, retry, failed, expired, held)."""
+        """Count one outcome (delivered, retry, failed, expired, held, suppressed, quiet)."""
         self.outcomes[label] += 1
 
     def attempt(self, status_code: int | None, seconds: float) -> None:
@@ -144,7 +146,9 @@ class _HotPath(Collector):
         m = self.m
         outcomes = CounterMetricFamily(
             "eventcron_deliveries", "Outcomes: delivered, retry (scheduled), failed, expired"
-            " (after an attempt or unsent), held (paused by a 401).", labels=["outcome"])
+            " (after an attempt or unsent), held (paused by a 401), suppressed (never sent:"
+            " opted out or skipped by the campaign rules), quiet (held by quiet hours).",
+            labels=["outcome"])
         for label, n in m.outcomes.items():
             outcomes.add_metric([label], n)
         results = CounterMetricFamily(

@@ -21,6 +21,7 @@ def assert_no_traceback(*outputs: str) -> None:
 def test_validate_accepts_the_example(run: Run, tmp_path: Path) -> None:
     shutil.copy(ROOT / "schedules.example.yaml", tmp_path)
     shutil.copy(ROOT / "customers.example.csv", tmp_path)
+    shutil.copy(ROOT / "optouts.example.csv", tmp_path)
     result = run("validate", "schedules.example.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
@@ -101,6 +102,7 @@ def test_next_defaults_to_now(run: Run) -> None:
 def test_next_for_the_files_schedules_and_one_user(run: Run, tmp_path: Path) -> None:
     shutil.copy(ROOT / "schedules.example.yaml", tmp_path / "schedules.yaml")
     shutil.copy(ROOT / "customers.example.csv", tmp_path)
+    shutil.copy(ROOT / "optouts.example.csv", tmp_path)
     result = run("next", "--count", "2", "--after", "2026-12-01T00:00:00Z", "--json")
     assert result.returncode == 0, result.stderr
     items = json.loads(result.stdout)
@@ -116,21 +118,31 @@ def test_next_for_the_files_schedules_and_one_user(run: Run, tmp_path: Path) -> 
     assert renewal == [("Asia/Tokyo", "2026-12-01T10:30:00+09:00"),
                        ("Europe/Berlin", "2026-12-01T10:30:00+01:00")]
 
-    user = run("next", "--user", "u_1003", "--count", "1", "--after", "2026-12-01T00:00:00Z",
+    # u_1001 has no zone of their own: 09:00 Berlin, outside the quiet hours, plus jitter.
+    user = run("next", "--user", "u_1001", "--count", "1", "--after", "2026-12-01T00:00:00Z",
                "--json")
     assert user.returncode == 0, user.stderr
     (item,) = json.loads(user.stdout)
     assert item["schedule"] == "weekday-checkin"
-    assert item["app_user_id"] == "u_1003"
+    assert item["app_user_id"] == "u_1001"
     sent = datetime.fromisoformat(item["send_at"])
     nominal = datetime.fromisoformat(item["utc"])
     assert 0 <= (sent - nominal).total_seconds() < 120  # jitter: 2m
+    # u_1003 lives in New York: 09:00 Berlin is 03:00 there, inside 21:00-08:00, so the
+    # event waits for 08:00 New York (13:00Z), jitter or not.
+    held = run("next", "--user", "u_1003", "--count", "1", "--after", "2026-12-01T00:00:00Z",
+               "--json")
+    assert held.returncode == 0, held.stderr
+    (item,) = json.loads(held.stdout)
+    assert item["utc"] == "2026-12-01T08:00:00Z"
+    assert item["send_at"] == "2026-12-01T13:00:00Z"
 
 
 @pytest.mark.slow
 def test_next_explains_unknown_schedule_and_user(run: Run, tmp_path: Path) -> None:
     shutil.copy(ROOT / "schedules.example.yaml", tmp_path / "schedules.yaml")
     shutil.copy(ROOT / "customers.example.csv", tmp_path)
+    shutil.copy(ROOT / "optouts.example.csv", tmp_path)
     result = run("next", "--schedule", "nope")
     assert result.returncode == 1
     assert "no schedule 'nope'" in result.stderr

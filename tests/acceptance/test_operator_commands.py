@@ -56,7 +56,7 @@ def test_status_json_and_text(run: Run, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["counts"] == {"pending": 0, "delivered": 1, "failed": 1, "expired": 1,
-                                "cancelled": 0}
+                                "cancelled": 0, "suppressed": 0}
     alpha, beta = status["schedules"]
     assert alpha["last_fire"] == "2026-09-21T14:13:20Z"
     assert alpha["next_fire"].endswith("T09:00:00Z")

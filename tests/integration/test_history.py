@@ -84,7 +84,7 @@ def test_history_and_status_show_what_a_running_daemon_did(tmp_path: Path,
             "local": nominal.isoformat(timespec="seconds").replace("Z", "+00:00"),
             "outcome": "fired", "reason": None, "instance": owner, "rows": 3,
             "counts": {"pending": 0, "delivered": 3, "failed": 0, "expired": 0,
-                       "cancelled": 0},
+                       "cancelled": 0, "suppressed": 0},
             "first_delivery_s": delays[0], "last_delivery_s": delays[-1]}
         assert 0 <= delays[0] <= delays[-1] < 60
         assert (missed["schedule"], missed["outcome"], missed["reason"], missed["instance"],

@@ -9,7 +9,6 @@ import os
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from eventcron.ledger import (
     Result,
     event_id,
 )
-from tests.pg import postgres_url, reset_postgres
 
 T0 = 1_790_000_000_000  # ms: a fixed "now"
 
@@ -40,21 +38,6 @@ def rows(n: int, *, schedule: str = "s", at: int = T0, due: int | None = None,
                    due if due is not None else at,
                    expires if expires is not None else at + 3_600_000)
             for i in range(n)]
-
-
-@pytest.fixture(params=["sqlite", "memory", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """Yield an open, empty ledger: an SQLite file, SQLite in memory, or PostgreSQL."""
-    if request.param == "postgresql":
-        url = postgres_url()
-        reset_postgres(url)
-    else:
-        url = "sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = Ledger.open(url)
-    yield ledger
-    ledger.close()
-    if request.param == "postgresql":
-        reset_postgres(url)
 
 
 def test_enqueue_is_idempotent(ledger: Ledger) -> None:
@@ -218,7 +201,7 @@ def test_cancel_replay_and_counts(ledger: Ledger) -> None:
     claimed = ledger.claim("me", T0, 10, 30_000)
     ledger.record([Result(c.id, "failed", 3, T0, 500, "HTTP 500") for c in claimed], "me", T0)
     assert ledger.counts() == {"pending": 0, "delivered": 0, "failed": 3, "expired": 0,
-                               "cancelled": 2}
+                               "cancelled": 2, "suppressed": 0}
     assert ledger.replay(Filters(user=("u1",)), T0, 60_000, dry_run=True) == 1
     assert ledger.counts()["failed"] == 3
     assert ledger.replay(Filters(), T0 + 5, 60_000) == 3

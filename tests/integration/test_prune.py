@@ -108,7 +108,7 @@ def test_steps_walk_past_rows_that_are_kept(ledger_url: str) -> None:
 
         assert asyncio.run(prune()) == 6
         assert ledger.counts() == {"pending": 7, "delivered": 0, "failed": 0, "expired": 0,
-                                   "cancelled": 0}
+                                   "cancelled": 0, "suppressed": 0}
         assert ledger.fires_of("old") == []  # walked in steps of two as well
         assert [f.status for f in ledger.fires_of("interrupted")] == ["firing"]
     finally:

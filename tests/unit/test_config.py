@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from eventcron import cli, config
+from eventcron.config.model import QuietHours
 from eventcron.config.schema import schema
 from eventcron.config.template import DataTemplate
 from eventcron.problems import InvalidInput
@@ -48,7 +49,8 @@ def test_the_example_file_is_valid_and_complete() -> None:
         "weekday-checkin", "customer-renewal", "appointment-followup", "heartbeat"]
     assert cfg.endpoint.rate_limit == 200.0
     assert cfg.endpoint.concurrency == 32
-    assert cfg.delivery == config.Delivery(10, 30.0, 3600.0, 6 * 3600.0, 3600.0, "latest")
+    assert cfg.delivery == config.Delivery(10, 30.0, 3600.0, 12 * 3600.0, 3600.0, "latest",
+                                           quiet_hours=QuietHours(time(21), time(8)))
     assert cfg.database == "sqlite:///" + str(ROOT / "eventcron.db")
     renewal = cfg.schedule("customer-renewal")
     assert renewal is not None

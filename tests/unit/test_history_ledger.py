@@ -69,7 +69,8 @@ def test_occurrences_come_newest_first_with_their_rows_by_state(ledger: Ledger) 
     assert ledger.begin_fire("c", "Europe/Berlin", T0 + MIN, T0, instance=ME)  # in progress
 
     (c, a, b) = ledger.history()
-    none = {"pending": 0, "delivered": 0, "failed": 0, "expired": 0, "cancelled": 0}
+    none = {"pending": 0, "delivered": 0, "failed": 0, "expired": 0, "cancelled": 0,
+            "suppressed": 0}
     assert a == HistoryEntry("a", "UTC", T0, "fired", None, ME, 3,
                              {**none, "delivered": 2, "failed": 1}, T0 + 412, T0 + 61_000)
     assert b == HistoryEntry("b", "UTC", T0 - MIN, "skipped", "catch_up_mode is none", ME, 0,

@@ -40,7 +40,9 @@ def as_json(r: PlanRecord) -> dict[str, Any]:
             "added": change.get("added", []), "removed": change.get("removed", []),
             "changed": change.get("changed", {}), "retimed": change.get("retimed", []),
             "enabled": change.get("enabled", []), "disabled": change.get("disabled", []),
-            "cancelled": change.get("cancelled", 0)}
+            "cancelled": change.get("cancelled", 0),
+            # pending rows of users newly on the suppression list (absent in older entries)
+            "suppressed": change.get("suppressed", 0)}
 
 
 def _summary(item: dict[str, Any]) -> str:
@@ -57,4 +59,6 @@ def _summary(item: dict[str, Any]) -> str:
         parts = ["no schedule changed"]
     if item["cancelled"]:
         parts.append(f"{count(item['cancelled'], 'pending event')} cancelled")
+    if item["suppressed"]:
+        parts.append(f"{count(item['suppressed'], 'pending event')} suppressed (opted out)")
     return "; ".join(parts)

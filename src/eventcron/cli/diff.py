@@ -2,8 +2,9 @@
 
 Compares FILE with the plan last applied (kept in the ledger's audit log) or with
 ``--against OLD_FILE``, over the next ``--days``: schedules added, removed and changed, the
-occurrences each gains or loses with the events they send, and the pending events the
-change cancels. Exit status as diff(1): 0 no difference, 1 differences, 2 trouble.
+occurrences each gains or loses with the events they send (after each plan's skip dates,
+holidays and opt-outs), and the pending events the change cancels. Exit status as
+diff(1): 0 no difference, 1 differences, 2 trouble.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from eventcron import config
+from eventcron.campaign import Rules
 from eventcron.cli.common import config_path, explicit_database, load, open_ledger
 from eventcron.cli.history import instance_label
 from eventcron.cli.output import Failure, count, err, out
@@ -66,9 +68,13 @@ def _diff(args: argparse.Namespace) -> int:
     change = compare(summarize(old), summarize(new))
     shifts: dict[str, Shift] = {}
     occurrences_in: dict[str, Occurrences] = {}  # the new plan's, for what changed in place
+    # Each plan's own rules: a skip or opt-out the edit adds changes its events.
+    new_rules, old_rules = Rules(new), Rules(old)
+    new_expiry, old_expiry = (timedelta(seconds=c.delivery.expires_after) for c in (new, old))
     for sid in sorted({*change.added, *change.removed, *change.changed}):
-        occurrences_in[sid] = occurrences(new.schedule(sid), now, end)
-        shifts[sid] = shift(occurrences(old.schedule(sid), now, end), occurrences_in[sid])
+        occurrences_in[sid] = occurrences(new.schedule(sid), now, end, new_rules, new_expiry)
+        shifts[sid] = shift(occurrences(old.schedule(sid), now, end, old_rules, old_expiry),
+                            occurrences_in[sid])
     leaving = sorted({*change.removed, *change.disabled})
     pending = _pending(database, leaving) if leaving else {}
     report = _report(change, shifts, pending, len(new.schedules))

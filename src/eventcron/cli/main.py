@@ -19,7 +19,7 @@ from eventcron import __version__
 from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failure, UsageError, err
 from eventcron.clock import SystemClock
 from eventcron.config import locate
-from eventcron.states import STATUSES
+from eventcron.states import REPLAYABLE, STATUSES
 
 DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
 DEFAULT_DIFF_DAYS: Final = 7  # days of occurrences `diff` compares
@@ -72,12 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", metavar="TZ", help="zone for --cron (default UTC)")
     p.add_argument("--schedule", metavar="ID", action="append",
                    help="only this schedule (repeatable)")
-    p.add_argument("--user", metavar="ID", help="fires for this user: their zone and jitter")
+    p.add_argument("--user", metavar="ID",
+                   help="fires for this user: their zone, jitter and quiet hours, and the"
+                        " occurrences they skip (skip dates, holidays, opt-out); JSON adds"
+                        " send_at, skipped and expired (a reason, or null)")
+    p.add_argument("--all", action="store_true",
+                   help="also list occurrences skipped for everyone (by a skip date or"
+                        " holiday), marked skipped; without it they are left out")
     p.add_argument("--count", metavar="N", type=_positive_int, default=DEFAULT_NEXT_COUNT,
-                   help=f"fires per schedule (default {DEFAULT_NEXT_COUNT})")
+                   help=f"fires shown per schedule (default {DEFAULT_NEXT_COUNT})")
     p.add_argument("--after", metavar="TIME", type=_rfc3339,
                    help="list times strictly after this RFC 3339 time (default now)")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array; a schedule's items have skipped (a reason, or"
+                        " null)")
 
     command("schema", "print the JSON Schema of the schedule file", "schedules:cmd_schema")
 
@@ -132,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON array")
 
     p = command("replay", "put failed or expired rows back to pending", "operate:cmd_replay")
-    _filters(p, statuses=("failed", "expired"))
+    # suppressed rows are put back only with --include-suppressed (cli/operate.py).
+    _filters(p, statuses=(*REPLAYABLE, "suppressed"))
+    p.add_argument("--include-suppressed", dest="include_suppressed", action="store_true",
+                   help="also put suppressed rows (opted out, skipped, over the cap) back;"
+                        " replay never resends them without it")
     p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
 
     p = command("fire", "enqueue one occurrence of a schedule for its whole audience now",

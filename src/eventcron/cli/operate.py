@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventcron import config
+from eventcron.campaign import Rules
 from eventcron.cli.common import database_url, ledger_only, load, open_ledger
 from eventcron.cli.output import EXIT_OK, Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
@@ -51,8 +52,10 @@ def cmd_status(args: argparse.Namespace) -> int:
              " knows.")
     none = dict.fromkeys(STATUSES, 0)
     schedules: list[dict[str, Any]] = []
+    # The next occurrence that sends: one skipped for everyone (a holiday) is passed over.
+    rules = Rules(cfg) if cfg is not None else None
     for s in cfg.schedules if cfg is not None else ():
-        upcoming = plan.upcoming(s, now, 1) if s.enabled else []
+        upcoming = plan.upcoming(s, now, 1, rules=rules) if s.enabled else []
         last = last_fired.get(s.id)
         schedules.append({
             "id": s.id, "kind": s.kind, "timezone": s.timezone, "enabled": s.enabled,
@@ -96,6 +99,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         c = item["counts"]
         tally = (f"{c['pending']} pending, {c['delivered']} delivered, {c['failed']} failed,"
                  f" {c['expired']} expired")
+        if c.get("suppressed"):
+            tally += f", {c['suppressed']} suppressed"
         latest_one = item["last_occurrence"]
         if latest_one is not None and latest_one["outcome"] == "skipped":
             tally += (f"; latest occurrence {latest_one['occurrence']} skipped:"
@@ -164,21 +169,27 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if not rows:
         out("No deliveries match.")
         return EXIT_OK
-    out(f"{'SCHEDULED (UTC)':<20}  {'STATUS':<9}  {'TRIES':>5}  {'CODE':>4}  SCHEDULE / USER /"
+    out(f"{'SCHEDULED (UTC)':<20}  {'STATUS':<10}  {'TRIES':>5}  {'CODE':>4}  SCHEDULE / USER /"
          " EVENT TYPE / LAST ERROR")
     for r in rows:
         code = str(r.last_status_code) if r.last_status_code is not None else "-"
+        # A suppressed row's last error is why the campaign rules kept it back.
         error = f"  {r.last_error}" if r.last_error and r.status != "delivered" else ""
-        out(f"{rfc3339(from_ms(r.scheduled_for)):<20}  {r.status:<9}  {r.attempts:>5}  {code:>4}"
-             f"  {r.schedule_id} / {r.app_user_id} / {r.event_type}{error}")
+        out(f"{rfc3339(from_ms(r.scheduled_for)):<20}  {r.status:<10}  {r.attempts:>5}"
+             f"  {code:>4}  {r.schedule_id} / {r.app_user_id} / {r.event_type}{error}")
     if args.limit and len(rows) == args.limit:
         out(f"(the newest {args.limit}; --limit 0 shows all)", sys.stderr)
     return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Put failed or expired rows back to pending."""
+    """Put failed or expired rows back to pending (suppressed ones too, when asked)."""
     filters = _filters_of(args)
+    # Until the parser has the flag, it is not there: suppressed rows stay suppressed.
+    include = bool(getattr(args, "include_suppressed", False))
+    if "suppressed" in filters.status and not include:
+        raise Failure("suppressed rows are replayed only with --include-suppressed: the"
+                      " campaign rules kept them from being sent (see their last error).")
     with ledger_only(args, need_config=True) as (ledger, target):
         # Replayed rows expire after the file's delivery.expires_after, or the default.
         policy = target.cfg.delivery if target.cfg is not None else config.Delivery()
@@ -187,12 +198,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
                  f" {config.format_duration(policy.expires_after)} from now, the default.")
         now = SystemClock().now()
         n = ledger.replay(filters, to_ms(now), round(policy.expires_after * 1000),
-                          dry_run=args.dry_run)
-    what = "/".join(filters.status) if filters.status else "failed or expired"
+                          dry_run=args.dry_run, include_suppressed=include)
+    what = ("/".join(filters.status) if filters.status else
+            "failed, expired or suppressed" if include else "failed or expired")
     if args.dry_run:
         out(f"{n:,} {what} events would be replayed (dry run; nothing changed).")
     else:
-        out(f"{n:,} {what} events are pending again; a running eventcron sends them now.")
+        # Rules still apply to them: an opted-out user's row is suppressed again, and quiet
+        # hours hold one until they end.
+        unless = ", unless the campaign rules still keep them back" if include else ""
+        out(f"{n:,} {what} events are pending again; a running eventcron sends them"
+            f" now{unless}.")
     return EXIT_OK
 
 
@@ -270,8 +286,9 @@ async def _fire_now(ledger: Ledger, cfg: config.Config,
     db = LedgerThread(ledger)
     try:
         # Written to the fire records it opens: `history` shows who sent an occurrence.
+        # The campaign rules too: opt-outs, per-user skips, quiet hours and the cap.
         firer = Firer(db, SystemClock(), cfg.delivery, on_enqueued=lambda: None,
-                      instance=by_hand_identity())
+                      instance=by_hand_identity(), rules=Rules(cfg))
         counts = [await firer.fire(job, nominal, "eventcron fire", by_hand=True)
                   for job, nominal in picked]
         return counts, await db.call(ledger.instances)

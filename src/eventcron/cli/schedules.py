@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from eventcron import config
+from eventcron import campaign, config
 from eventcron.cli.common import config_path, load
 from eventcron.cli.output import EXIT_OK, Failure, UsageError, count, err, local_iso, out
 from eventcron.clock import SystemClock, rfc3339
@@ -30,6 +30,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out(f"{path}: valid: {count(len(cfg.schedules), 'schedule')} ({enabled:,} enabled),"
          f" {count(len(audiences), 'audience')} ({count(users, 'user')}).")
     _warn_never_firing(cfg)
+    for warning in campaign.warnings(cfg):
+        err(warning)
     return EXIT_OK
 
 
@@ -42,8 +44,8 @@ def cmd_next(args: argparse.Namespace) -> int:
     """List upcoming fire times of a cron expression or of the file's schedules."""
     after: datetime = args.after or SystemClock().now()
     if args.cron is not None:
-        if args.schedule or args.user:
-            raise UsageError("--cron cannot be combined with --schedule or --user")
+        if args.schedule or args.user or args.all:
+            raise UsageError("--cron cannot be combined with --schedule, --user or --all")
         fires = _next_cron(args.cron, args.timezone or config.DEFAULT_ZONE, after, args.count)
     else:
         if args.timezone:
@@ -83,6 +85,9 @@ def _next_schedules(args: argparse.Namespace, after: datetime) -> list[plan.Fire
             known = ", ".join(s.id for s in cfg.schedules) or "none"
             raise Failure(f"no schedule {unknown[0]!r} in {cfg.path} (it has: {known}).")
         schedules = [s for s in schedules if s.id in args.schedule]
+    # The daemon's own rules, so that what `next` says is what `run` does.
+    rules = campaign.Rules(cfg)
+    expires_after = timedelta(seconds=cfg.delivery.expires_after)
     fires: list[plan.Fire] = []
     found_user = False
     for s in schedules:
@@ -94,7 +99,8 @@ def _next_schedules(args: argparse.Namespace, after: datetime) -> list[plan.Fire
             if member is None:
                 continue
             found_user = True
-        fires.extend(plan.upcoming(s, after, args.count, member))
+        fires.extend(plan.upcoming(s, after, args.count, member, rules=rules,
+                                   expires_after=expires_after, everyone_skipped=args.all))
     if args.user is not None and not found_user:
         raise Failure(f"no enabled schedule in {cfg.path} sends to user {args.user!r}.")
     return fires
@@ -107,10 +113,13 @@ def _fire_json(f: plan.Fire, user: str | None) -> dict[str, Any]:
         "local": local_iso(f.local()),
         "timezone": f.zone,
     }
+    if f.schedule:  # a bare --cron has no rules to skip it
+        item["skipped"] = f.skipped
     if user is not None:
         item["app_user_id"] = user
         item["send_at"] = rfc3339(f.send_at) if f.send_at.microsecond == 0 else (
             f.send_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        item["expired"] = f.expired
     return item
 
 
@@ -125,9 +134,24 @@ def _print_fires(fires: list[plan.Fire], user: str | None) -> None:
             out(f"{f.schedule} ({f.zone})")
         local = f.local()
         line = f"  {local:%a %Y-%m-%d %H:%M:%S} {local.tzname()} ({local:%z})  {rfc3339(f.nominal)}"
-        if user is not None and f.send_at != f.nominal:
+        if f.skipped is not None:
+            line += f"  skipped: {f.skipped}"
+        elif f.expired is not None:
+            line += f"  expired: {f.expired}"
+        elif f.held:
+            line += f"  {_held(f)}"
+        elif user is not None and f.send_at != f.nominal:
             line += f"  sent {(f.send_at - f.nominal).total_seconds():.3f}s later (jitter)"
         out(line)
+
+
+def _held(f: plan.Fire) -> str:
+    """Say until when quiet hours hold a user's event, in the recipient's zone."""
+    nominal = f.local()
+    until = f.send_at.astimezone(zoneinfo.ZoneInfo(f.zone))
+    days = (until.date() - nominal.date()).days
+    day = "" if days == 0 else " the next day" if days == 1 else f" on {until:%a %Y-%m-%d}"
+    return f"held by quiet hours until {until:%H:%M} {until.tzname()}{day}"
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

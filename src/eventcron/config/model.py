@@ -13,7 +13,7 @@ import hashlib
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
@@ -31,6 +31,7 @@ from eventcron.timing import (
 
 CatchUpMode = Literal["latest", "all", "none"]
 Kind = Literal["cron", "every", "at"]
+CapUnit = Literal["h", "day", "week"]
 
 CATCH_UP_MODES: Final[tuple[CatchUpMode, ...]] = get_args(CatchUpMode)
 DEFAULT_ZONE: Final = "UTC"  # a schedule's zone when it names none
@@ -38,6 +39,7 @@ USER_ZONE: Final = "user"  # `timezone: user`: each user's own zone
 MAX_CONCURRENCY: Final = 10_000  # requests in flight: the most endpoint.concurrency allows
 MAX_ATTEMPTS: Final = 1_000  # attempts per event: the most delivery.max_attempts allows
 MIN_EVERY: Final = 1.0  # seconds: the shortest `every` interval
+MAX_CAP_COUNT: Final = 1_000  # events per user and window: the most limits.per_user allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,61 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily window of the recipient's local wall time in which nothing is sent.
+
+    ``start`` (the file's ``from``) may be later than ``end`` (``to``): the window then
+    crosses midnight. They are never equal (the reader refuses an empty window).
+    """
+
+    start: time
+    end: time
+
+    def describe(self) -> str:
+        """Say the window as the file writes it: ``21:00-08:00``."""
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def length(self) -> timedelta:
+        """Return how long the window lasts on a day without a DST change."""
+        minutes = (self.end.hour * 60 + self.end.minute
+                   - self.start.hour * 60 - self.start.minute) % (24 * 60)
+        return timedelta(minutes=minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """A frequency cap: at most ``count`` events per user per ``unit`` (recipient's zone)."""
+
+    count: int
+    unit: CapUnit
+
+    def describe(self) -> str:
+        """Say the cap as the file writes it: ``1/day``."""
+        return f"{self.count}/{self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Local dates on which a schedule sends nothing to a recipient."""
+
+    dates: frozenset[date] = frozenset()
+    holidays: str | None = None  # a region: ISO 3166 country, optionally -subdivision (DE-BY)
+    holidays_column: str | None = None  # or the audience column naming each user's region
+
+    def __bool__(self) -> bool:
+        return bool(self.dates or self.holidays or self.holidays_column)
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """The opt-out list: users who are never sent anything."""
+
+    file: Path  # absolute
+    users: frozenset[str] = frozenset()
+    stamp: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when read
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """Retry, expiry and catch-up policy."""
 
@@ -81,6 +138,7 @@ class Delivery:
     catch_up_mode: CatchUpMode = "latest"
     retention: float = 30 * 86400.0  # seconds final rows are kept after their last change
     claim_lease: float = 60.0  # seconds a claim outlives a silent instance
+    quiet_hours: QuietHours | None = None  # every schedule's default window; None: no window
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +160,11 @@ class Schedule:
     enabled: bool = True
     description: str = ""
     line: int = 0  # where the schedule starts in the file
+    # Campaign rules. quiet_hours is the window in force: the schedule's own, or
+    # delivery.quiet_hours when it names none (``quiet_hours: none`` gives None).
+    quiet_hours: QuietHours | None = None
+    skip: Skip = Skip()
+    exempt: bool = False  # ``limits: exempt``: neither counted nor capped
 
     def zones(self) -> tuple[str, ...]:
         """Return the zones this schedule fires in: one job runs per zone."""
@@ -158,6 +221,8 @@ class Config:
     audiences: dict[str, Audience]
     schedules: tuple[Schedule, ...]
     metrics_listen: tuple[str, int] | None = None  # (host, port); None: no metrics
+    suppress: Suppression | None = None  # the opt-out list; None: nobody opted out
+    per_user: Cap | None = None  # ``limits.per_user``; None: no cap
     sha256: str = ""  # of the file's bytes: which plan an instance runs
     source: str = field(default="", repr=False)  # the file as loaded, for the audit log
 

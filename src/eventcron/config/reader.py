@@ -2,7 +2,8 @@
 
 Reads the file's bytes, parses them with :mod:`eventcron.config.yamlsource` and reads the
 top level, handing each section to :mod:`~eventcron.config.settings`,
-:mod:`~eventcron.config.users` or :mod:`~eventcron.config.schedules`. A file with any
+:mod:`~eventcron.config.users`, :mod:`~eventcron.config.schedules`,
+:mod:`~eventcron.config.suppress` or :mod:`~eventcron.config.rules`. A file with any
 problem yields no Config at all, so a bad edit is never half-applied.
 """
 
@@ -12,11 +13,12 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from eventcron.config import schema, settings
+from eventcron.config import rules, schema, settings
 from eventcron.config.fields import FieldReader, shown
 from eventcron.config.locate import default_database
 from eventcron.config.model import Config, Delivery, Endpoint, Schedule
 from eventcron.config.schedules import schedules
+from eventcron.config.suppress import suppression
 from eventcron.config.units import format_duration
 from eventcron.config.users import audiences
 from eventcron.config.yamlsource import MappingNode, Node, Scalar, entries, parse_bytes, read_raw
@@ -84,12 +86,18 @@ def _config(r: FieldReader, root: Node) -> Config:
         default_database(r.base))
     named = audiences(r, top["audiences"][1]) if "audiences" in top else {}
     listen = settings.metrics(r, top["metrics"][1]) if "metrics" in top else None
+    suppress = suppression(r, top["suppress"][1]) if "suppress" in top else None
+    per_user = rules.limits(r, top["limits"][1])[1] if "limits" in top else None
+    context = rules.RuleContext(
+        quiet_hours=delivery.quiet_hours if delivery is not None else None,
+        user_nodes=rules.inline_user_nodes(top["audiences"][1]) if "audiences" in top else {})
     found: tuple[Schedule, ...] = ()
     if "schedules" not in top:
         r.problems.add(r.name, root.line, root.col, "the file has no 'schedules' list.")
     else:
-        found = schedules(r, top["schedules"][1], named)
+        found = schedules(r, top["schedules"][1], named, context)
     r.problems.raise_if_any()
     assert endpoint is not None and delivery is not None and database is not None
     return Config(r.path, database, endpoint, delivery,
-                  {k: v for k, v in named.items() if v is not None}, found, listen)
+                  {k: v for k, v in named.items() if v is not None}, found, listen,
+                  suppress, per_user)

@@ -2,8 +2,10 @@
 
 Reads each schedule into a :class:`~eventcron.config.model.Schedule` (keys left out take the
 model's defaults), checking its cron expression, its time zone, the audience it names and
-every ``${placeholder}`` of its data against that audience. Problems are recorded on a
-:class:`~eventcron.config.fields.FieldReader`; reads nothing outside the file.
+every ``${placeholder}`` of its data against that audience; its campaign keys
+(``quiet_hours``, ``skip``, ``limits``) are read by :mod:`eventcron.config.rules`. Problems
+are recorded on a :class:`~eventcron.config.fields.FieldReader`; reads nothing outside the
+file but an audience's region column (``skip.holidays: user.<column>``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from eventcron.config import schema
 from eventcron.config.audience import ID_COLUMN, TZ_COLUMN, Audience, check_id
 from eventcron.config.fields import FieldReader, Keyed
 from eventcron.config.model import DEFAULT_ZONE, MIN_EVERY, Kind, Schedule, field_default
+from eventcron.config.rules import RuleContext, schedule_rules
 from eventcron.config.template import BUILTIN_NAMES, USER_PREFIX, DataTemplate, placeholders
 from eventcron.config.users import inline_users
 from eventcron.config.yamlsource import (
@@ -33,9 +36,13 @@ from eventcron.timing import CronExpr, CronSyntaxError
 _When = tuple[Kind | None, CronExpr | None, float | None, datetime | None]
 
 
-def schedules(r: FieldReader, node: Node,
-              audiences: dict[str, Audience | None]) -> tuple[Schedule, ...]:
-    """Read the ``schedules`` list; schedules with problems are left out (and reported)."""
+def schedules(r: FieldReader, node: Node, audiences: dict[str, Audience | None],
+              context: RuleContext | None = None) -> tuple[Schedule, ...]:
+    """Read the ``schedules`` list; schedules with problems are left out (and reported).
+
+    ``context`` holds what the campaign keys fall back on (``delivery.quiet_hours``).
+    """
+    context = context or RuleContext()
     if not isinstance(node, SequenceNode):
         if isinstance(node, Scalar) and node.is_null:
             return ()
@@ -51,14 +58,14 @@ def schedules(r: FieldReader, node: Node,
                            f" {len(r.problems)} problems; {left:,} more schedules"
                            " were not checked.", force=True)
             break
-        sched = _schedule(r, item, index, audiences, ids)
+        sched = _schedule(r, item, index, audiences, ids=ids, context=context)
         if sched is not None:
             out.append(sched)
     return tuple(out)
 
 
 def _schedule(r: FieldReader, node: Node, index: int, audiences: dict[str, Audience | None],
-              ids: dict[str, int]) -> Schedule | None:
+              *, ids: dict[str, int], context: RuleContext) -> Schedule | None:
     # Every key is checked even after a problem, so one run reports all of them; the order
     # of the checks is the order of messages at one location.
     where = f"schedules[{index}]"
@@ -118,12 +125,14 @@ def _schedule(r: FieldReader, node: Node, index: int, audiences: dict[str, Audie
     audience = _schedule_audience(r, f, node, where, audiences)
     template = _data(r, f["data"][1], where, audience) if "data" in f else (
         DataTemplate.compile({}))
+    rules_ok, quiet, skip, exempt = schedule_rules(r, f, where, audience, context)
     if (not ok or sid is None or event_type is None or kind is None or audience is None
-            or template is None):
+            or template is None or not rules_ok):
         return None
     return Schedule(sid, event_type, kind, zone, audience, template, cron=cron, every=every,
                     at=at, jitter=jitter, starts=starts, ends=ends, enabled=enabled,
-                    description=description, line=node.line)
+                    description=description, line=node.line, quiet_hours=quiet, skip=skip,
+                    exempt=exempt)
 
 
 def _when(r: FieldReader, f: Keyed, node: Node, where: str) -> _When:

@@ -16,9 +16,11 @@ from eventcron.config.model import (
     CATCH_UP_MODES,
     DEFAULT_ZONE,
     MAX_ATTEMPTS,
+    MAX_CAP_COUNT,
     MAX_CONCURRENCY,
     Delivery,
     Endpoint,
+    QuietHours,
     Schedule,
     field_default,
 )
@@ -45,6 +47,16 @@ def _duration(seconds: float) -> str | int:
     """Spell a default duration as a file would: ``30s``, ``1h``, or 0 for none."""
     return format_duration(seconds) if seconds else 0
 
+
+def _quiet(window: QuietHours | None) -> str | dict[str, str]:
+    """Spell a default quiet window as a file would: ``none`` or ``{from, to}``."""
+    if window is None:
+        return NONE
+    return {"from": f"{window.start:%H:%M}", "to": f"{window.end:%H:%M}"}
+
+
+NONE: Final = "none"  # `quiet_hours: none`: no window
+EXEMPT: Final = "exempt"  # a schedule's `limits: exempt`
 
 _ENDPOINT: Final = Endpoint()  # the defaults of each section
 _DELIVERY: Final = Delivery()
@@ -112,6 +124,28 @@ ENDPOINT: Final[dict[str, Any]] = {
     "additionalProperties": False,
 }
 
+_CLOCK: Final[dict[str, Any]] = {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+
+QUIET_WINDOW: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "A daily window of the recipient's local time (their own timezone where"
+                   " known, else the schedule's) in which nothing is sent: events wait for"
+                   " its end, and expire if that is past delivery.expires_after. from later"
+                   " than to crosses midnight.",
+    "properties": {
+        "from": {**_CLOCK, "description": "Start of the window, HH:MM (included)."},
+        "to": {**_CLOCK, "description": "End of the window, HH:MM (excluded); not equal to"
+                                        " from."},
+    },
+    "required": ["from", "to"],
+    "additionalProperties": False,
+}
+
+
+def _quiet_hours(description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "oneOf": [{"const": NONE}, QUIET_WINDOW], **extra}
+
+
 DELIVERY: Final[dict[str, Any]] = {
     "type": "object",
     "description": "Retries, expiry and catch-up.",
@@ -137,9 +171,58 @@ DELIVERY: Final[dict[str, Any]] = {
                                        " after this; database outages shorter than this"
                                        " never cause a second send."},
         "retention": {**_DURATION, "default": _duration(_DELIVERY.retention),
-                      "description": "Delete delivered, failed, expired and cancelled rows"
-                                     " this long after their last change; pending rows are"
-                                     " kept."},
+                      "description": "Delete delivered, failed, expired, cancelled and"
+                                     " suppressed rows this long after their last change;"
+                                     " pending rows are kept."},
+        "quiet_hours": _quiet_hours("Quiet hours of every schedule that names none of its"
+                                    ' own: {from: "21:00", to: "08:00"}, or none.',
+                                    default=_quiet(_DELIVERY.quiet_hours)),
+    },
+    "additionalProperties": False,
+}
+
+SKIP: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Local dates (the recipient's zone) on which the schedule sends nothing.",
+    "properties": {
+        "dates": {"type": "array",
+                  "items": {"type": "string",
+                            "pattern": r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                                       r"(\s*\.\.\s*[0-9]{4}-[0-9]{2}-[0-9]{2})?\s*$"},
+                  "description": "Dates (2026-12-24) and inclusive ranges"
+                                 " (2026-12-31..2027-01-01, at most 366 days each)."},
+        "holidays": {"type": "string",
+                     "pattern": r"^\s*([A-Z]{2}(-.+)?|user\.[A-Za-z_][A-Za-z0-9_]*)\s*$",
+                     "description": "Public holidays of a region: an ISO 3166 country code,"
+                                    " optionally with a subdivision (DE, DE-BY); or"
+                                    " user.<column> for each user's own region, from a column"
+                                    " of the audience (empty: no holidays)."},
+    },
+    "additionalProperties": False,
+}
+
+SUPPRESS: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "The opt-out list: users in it are never sent anything.",
+    "properties": {
+        "file": {"type": "string",
+                 "description": "CSV with a header naming an app_user_id column (other"
+                                " columns are ignored). Relative to this file; reloaded when"
+                                " it changes."},
+    },
+    "required": ["file"],
+    "additionalProperties": False,
+}
+
+LIMITS: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Frequency caps across all schedules.",
+    "properties": {
+        "per_user": {"type": "string", "pattern": r"^\s*[0-9]+\s*/\s*(h|day|week)\s*$",
+                     "description": "At most N events per user per hour, day or week of the"
+                                    " recipient's zone (weeks start on Monday): 1/day, 3/week,"
+                                    f" 2/h; N from 1 to {MAX_CAP_COUNT:,}. Events over the"
+                                    " cap end suppressed. Absent: no cap."},
     },
     "additionalProperties": False,
 }
@@ -182,6 +265,14 @@ SCHEDULE: Final[dict[str, Any]] = {
         "starts": {**_TIMESTAMP, "description": "No fires before this time."},
         "ends": {**_TIMESTAMP, "description": "No fires after this time."},
         "enabled": {"type": "boolean", "default": field_default(Schedule, "enabled")},
+        "quiet_hours": _quiet_hours('This schedule\'s quiet hours: {from: "21:00", to:'
+                                    ' "08:00"}, or none for none at all. Absent:'
+                                    " delivery.quiet_hours."),
+        "skip": SKIP,
+        "limits": {"const": EXEMPT,
+                   "description": "exempt: this schedule's events are neither counted"
+                                  " against limits.per_user nor capped by it"
+                                  " (transactional messages)."},
     },
     "additionalProperties": False,
     "oneOf": [{"required": ["cron"]}, {"required": ["every"]}, {"required": ["at"]}],
@@ -208,6 +299,8 @@ TOP: Final[dict[str, Any]] = {
         "version": {"const": 1, "description": "Format version; must be 1."},
         "endpoint": ENDPOINT,
         "delivery": DELIVERY,
+        "suppress": SUPPRESS,
+        "limits": LIMITS,
         "database": {"type": "string", "default": DEFAULT_DATABASE,
                      "description": "SQLAlchemy URL of the ledger; relative SQLite paths are"
                                     " relative to this file."},

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from eventcron.config import schema
+from eventcron.config import rules, schema
 from eventcron.config.fields import FieldReader
 from eventcron.config.locate import database_url, resolve_sqlite
 from eventcron.config.model import (
@@ -159,11 +159,15 @@ def delivery(r: FieldReader, node: Node) -> Delivery | None:
                 f"delivery.max_backoff ({format_duration(maximum)}) is shorter than"
                 f" delivery.initial_backoff ({format_duration(initial)}).")
         return None
+    quiet_ok, quiet = (rules.quiet_hours(r, f["quiet_hours"][1], "delivery.quiet_hours")
+                       if "quiet_hours" in f else (True, d.quiet_hours))
     if (attempts is None or initial is None or maximum is None or expires is None
-            or catch_up is None or mode is None or retention is None or lease is None):
+            or catch_up is None or mode is None or retention is None or lease is None
+            or not quiet_ok):
         return None
     checked: CatchUpMode = mode  # type: ignore[assignment]  # one of CATCH_UP_MODES, checked
-    return Delivery(attempts, initial, maximum, expires, catch_up, checked, retention, lease)
+    return Delivery(attempts, initial, maximum, expires, catch_up, checked, retention, lease,
+                    quiet)
 
 
 def database(r: FieldReader, node: Node) -> str | None:

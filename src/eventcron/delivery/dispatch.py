@@ -3,6 +3,10 @@
 It only reads the ledger: nothing it needs lives only in memory, so a crash loses at most
 the outcome of requests in flight, which are then sent again with the same
 Idempotency-Key once their claim expires.
+
+Right before sending, the campaign rules have their say: a row of a user who opted out is
+suppressed, and one due inside its quiet hours waits for the window's end (or expires,
+if that is past its expiry) without spending an attempt; a retry is kept out of them too.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import collections
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
-from eventcron.clock import Clock, from_ms, ms, rfc3339
+from eventcron.campaign import OPTED_OUT, Rules
+from eventcron.clock import Clock, ms
 from eventcron.config import Delivery
+from eventcron.delivery.outcomes import Stats, Tally
 from eventcron.delivery.pacer import Pacer
-from eventcron.delivery.retry import Decision, Outcome, decide
+from eventcron.delivery.retry import Decision, Outcome, decide, past_quiet_hours
 from eventcron.delivery.sender import Sender
 from eventcron.ledger import TRANSIENT, Claimed, Ledger, LedgerThread, Result
-from eventcron.logs import Limiter
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
 
@@ -38,36 +42,27 @@ ERROR_BACKOFF_MAX: Final = 10.0  # seconds between tries while the ledger fails
 THROTTLE_PAUSE: Final = 1.0  # seconds to pause after a 429 without Retry-After
 
 
-@dataclass(slots=True)
-class Stats:
-    """Counts of what the dispatcher did, for the shutdown summary and the demo."""
-
-    delivered: int = 0
-    retried: int = 0
-    failed: int = 0
-    expired: int = 0
-    held: int = 0
-
-    def line(self) -> str:
-        """Summarize as one line."""
-        return (f"{self.delivered} delivered, {self.retried} retries scheduled,"
-                f" {self.failed} failed, {self.expired} expired")
-
+__all__ = ["Dispatcher", "ResultHook", "Stats"]
 
 ResultHook = Callable[[Claimed, Outcome, Decision], None]
 
 
 class Dispatcher:
-    """Claims, sends and records, within the endpoint's limits."""
+    """Claims, sends and records, within the endpoint's limits.
+
+    ``rules``: the campaign rules of the plan that runs (None: none apply).
+    """
 
     def __init__(self, db: LedgerThread, sender: Sender, policy: Delivery, *, concurrency: int,
                  rate: float | None, clock: Clock, owner: str,
                  rng: random.Random | None = None, on_result: ResultHook | None = None,
                  metrics: Metrics | None = None,
-                 is_active: Callable[[str], bool] = lambda _: True) -> None:
+                 is_active: Callable[[str], bool] = lambda _: True,
+                 rules: Rules | None = None) -> None:
         self.db = db
         self.sender = sender
         self.policy = policy
+        self.rules = rules
         self.pacer = Pacer(concurrency, rate)
         self.clock = clock
         self.owner = owner
@@ -76,6 +71,7 @@ class Dispatcher:
         self.is_active = is_active
         self.metrics = metrics or Metrics()
         self.stats = Stats()
+        self.tally = Tally(self.stats, self.metrics)
         self.auth_problem: str | None = None  # set while paused by a 401
         self._stopping = False
         self._inflight: dict[int, Claimed] = {}
@@ -94,7 +90,6 @@ class Dispatcher:
         self._flusher: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._ledger_failed = False  # set by any ledger error until a claim succeeds
-        self._failures = Limiter(log, "final failures", per_interval=20)
         self.alive = True  # for health: false once the loop died
 
     @property
@@ -112,10 +107,15 @@ class Dispatcher:
         self._wake.set()
 
     def configure(self, sender: Sender, policy: Delivery, concurrency: int,
-                  rate: float | None) -> None:
-        """Apply a reloaded endpoint and policy; requests in flight finish on the old sender."""
+                  rate: float | None, rules: Rules | None = None) -> None:
+        """Apply a reloaded endpoint, policy and campaign rules (None: none apply).
+
+        Requests in flight finish on the old sender; rows claimed and not yet sent are
+        judged by the new rules.
+        """
         self.sender = sender
         self.policy = policy
+        self.rules = rules
         self.pacer.configure(concurrency, rate)
         self._hire(concurrency)
         self.wake()
@@ -266,6 +266,10 @@ class Dispatcher:
 
     async def _deliver(self, row: Claimed) -> None:
         try:
+            if self.pacer.rate is not None:
+                # The turn first: waiting for it may take seconds, and what is checked
+                # below (expiry, the plan, quiet hours, opt-outs) must hold when it is sent.
+                await self.pacer.take_turn()
             now = self.clock.now()
             now_ms = ms(now.timestamp())
             if row.expires_at <= now_ms:
@@ -273,9 +277,7 @@ class Dispatcher:
                 reason = "expired before it could be delivered"
                 self._results.append(Result(row.id, "expired", row.attempts, now_ms, None,
                                             reason))
-                self.stats.expired += 1
-                self.metrics.outcome("expired")
-                self._log_final(row, "expired", reason, row.attempts, None)
+                self.tally.expired(row, reason)
                 return
             if not self.is_active(row.schedule_id):
                 # Its schedule was removed or disabled after the row was claimed (or the
@@ -283,8 +285,9 @@ class Dispatcher:
                 self._results.append(Result(row.id, "cancelled", row.attempts, now_ms, None,
                                             "schedule removed or disabled"))
                 return
-            if self.pacer.rate is not None:
-                await self.pacer.take_turn()
+            rules = self.rules
+            if rules is not None and rules.active and self._ruled_out(rules, row, now_ms):
+                return
             loop = asyncio.get_running_loop()
             began = loop.time()
             self.metrics.in_flight += 1
@@ -309,10 +312,38 @@ class Dispatcher:
             if self._wants_refill():
                 self._slot.set()  # only then is the loop worth waking: it claims more
 
+    def _ruled_out(self, rules: Rules, row: Claimed, now_ms: int) -> bool:
+        """Record a row the campaign rules keep from being sent now; tell whether they did.
+
+        An opted-out user's row is suppressed; one inside its quiet hours (a replay, a
+        catch-up, a clock that drifted, a window added by a reload) waits for the window's
+        end without spending an attempt, or expires if that is past its expiry.
+        """
+        if rules.opted_out(row.app_user_id):
+            self._results.append(Result(row.id, "suppressed", row.attempts, now_ms, None,
+                                        OPTED_OUT))
+            self.tally.suppressed(row, OPTED_OUT)
+            return True
+        hold = past_quiet_hours(rules, row.schedule_id, row.zone, now_ms, now=now_ms,
+                                expires_at=row.expires_at)
+        if hold is None:
+            return False
+        self._results.append(Result(row.id, hold.status, row.attempts, hold.at, None,
+                                    hold.reason))
+        if hold.status == "expired":
+            self.tally.expired(row, hold.reason)
+        else:
+            self.tally.quiet(row, hold.reason)
+        return True
+
     def _settle(self, row: Claimed, outcome: Outcome) -> None:
         now_ms = ms(self.clock.now().timestamp())
         decision = decide(outcome, row.attempts, now_ms, row.expires_at, policy=self.policy,
                           rng=self.rng)
+        rules = self.rules
+        if (decision.status == "pending" and not decision.hold and rules is not None
+                and rules.active):
+            decision = _retry_past_quiet_hours(rules, row, decision, now_ms)
         loop = asyncio.get_running_loop()
         if outcome.kind == "unauthorized":
             self._pause_for_auth(outcome)
@@ -330,56 +361,9 @@ class Dispatcher:
             delivered_at=now_ms if decision.status == "delivered" else None))
         if len(self._results) >= FLUSH_SIZE:
             self._flush_now.set()
-        self._count(row, outcome, decision)
+        self.tally.decided(row, outcome, decision)
         if self.on_result is not None:
             self.on_result(row, outcome, decision)
-
-    def _count(self, row: Claimed, outcome: Outcome, decision: Decision) -> None:
-        label = "held" if decision.hold else (
-            "retry" if decision.status == "pending" else decision.status)
-        self.metrics.outcome(label)
-        if decision.hold:
-            self.stats.held += 1
-        elif decision.status == "delivered":
-            self.stats.delivered += 1
-        elif decision.status == "pending":
-            self.stats.retried += 1
-        else:
-            if decision.status == "failed":
-                self.stats.failed += 1
-            else:
-                self.stats.expired += 1
-            self._log_final(row, decision.status, decision.reason, decision.attempts,
-                            outcome.status_code)
-            return
-        # One line per outcome only with --verbose (DEBUG): at full speed that is
-        # thousands of lines a second, so nothing of it is built otherwise.
-        if log.isEnabledFor(logging.DEBUG):
-            attempt = row.attempts + (0 if decision.hold else 1)
-            fields = _fields(row, label, attempt, outcome.status_code, decision.reason)
-            if label == "delivered":
-                log.debug("event %s (%s, user %s) delivered: HTTP %s, attempt %d",
-                          row.event_id, row.schedule_id, row.app_user_id, outcome.status_code,
-                          attempt, extra=fields)
-            elif label == "held":
-                log.debug("event %s (%s, user %s) held while the endpoint refuses the"
-                          " token: %s", row.event_id, row.schedule_id, row.app_user_id,
-                          decision.reason, extra=fields)
-            else:
-                log.debug("event %s (%s, user %s) will be retried after attempt %d: %s",
-                          row.event_id, row.schedule_id, row.app_user_id, attempt,
-                          decision.reason, extra=fields)
-
-    def _log_final(self, row: Claimed, status: str, reason: str | None, attempt: int,
-                   status_code: int | None) -> None:
-        """Log a final failure: every one with --verbose, else a bounded share of them."""
-        fields = _fields(row, status, attempt, status_code, reason)
-        args = (row.event_id, row.schedule_id, row.app_user_id, status, reason)
-        if log.isEnabledFor(logging.DEBUG):
-            log.warning("event %s (%s, user %s) %s: %s", *args, extra=fields)
-        else:
-            self._failures.log(logging.WARNING, "event %s (%s, user %s) %s: %s", *args,
-                               extra=fields)
 
     def _pause_for_auth(self, outcome: Outcome) -> None:
         if self.auth_problem is None:
@@ -499,16 +483,18 @@ class Dispatcher:
         return len(left)
 
 
-def _fields(row: Claimed, status: str, attempt: int, status_code: int | None,
-            error: str | None) -> dict[str, object]:
-    """Return the fields of a delivery outcome's log line (``extra``), for JSON logs.
+def _retry_past_quiet_hours(rules: Rules, row: Claimed, decision: Decision,
+                            now_ms: int) -> Decision:
+    """Move a retry due inside its quiet hours to the window's end, or expire it.
 
-    ``status``: delivered, retry, held, failed or expired; ``attempt``: the attempts spent
-    on the event so far, this one included (a hold spends none).
+    ``decision`` (a retry, from :func:`~eventcron.delivery.retry.decide`) keeps its
+    attempts and its reason, which gains what the window did.
     """
-    return {"schedule": row.schedule_id, "occurrence": rfc3339(from_ms(row.scheduled_for)),
-            "event_id": row.event_id, "app_user_id": row.app_user_id, "status": status,
-            "attempt": attempt, "status_code": status_code, "error": error}
+    hold = past_quiet_hours(rules, row.schedule_id, row.zone, decision.next_attempt_at,
+                            now=now_ms, expires_at=row.expires_at)
+    if hold is None:
+        return decision
+    return Decision(hold.status, decision.attempts, hold.at, f"{decision.reason}; {hold.reason}")
 
 
 def _backoff(failures: int) -> float:

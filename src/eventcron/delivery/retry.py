@@ -2,7 +2,8 @@
 
 Connection errors, timeouts, 408, 425, 429 and 5xx are retried with exponential backoff
 and full jitter, honouring ``Retry-After``; other 4xx are permanent; 401 holds the row
-without spending an attempt (the token is wrong, not the event).
+without spending an attempt (the token is wrong, not the event). Quiet hours hold an
+attempt due inside them until the window's end (:func:`past_quiet_hours`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, NamedTuple
 
+from eventcron.campaign import Rules, expired_by_quiet_hours, held_by_quiet_hours
+from eventcron.clock import from_ms, to_ms
 from eventcron.config import Delivery
 
 RETRIABLE_STATUS: Final = frozenset({408, 425, 429})
@@ -107,6 +110,33 @@ def decide(outcome: Outcome, attempts: int, now: int, expires_at: int, *, policy
     # A backoff reaching past the expiry becomes one last attempt just before it. (Full
     # jitter may also pick a wait of zero: the retry is then due at once.)
     return Decision("pending", spent, min(now + round(wait * 1000), last_chance), reason)
+
+
+class QuietHold(NamedTuple):
+    """What quiet hours make of an attempt due inside them: wait for their end, or expire."""
+
+    status: Literal["pending", "expired"]
+    at: int  # ms: the window's end (pending), or ``now`` (expired)
+    reason: str
+
+
+def past_quiet_hours(rules: Rules, schedule_id: str, zone: str | None, at: int, *, now: int,
+                     expires_at: int) -> QuietHold | None:
+    """Return where an attempt due at ``at`` goes when that is inside its quiet hours.
+
+    None when it is not. Else pending until the window's end (no attempt is spent by the
+    wait), or expired when the end is at or after ``expires_at``. ``zone``: the row's
+    recipient zone (None: the schedule's own); times are ms since the epoch.
+    """
+    end = rules.quiet_until(schedule_id, zone, from_ms(at))
+    quiet = rules.quiet_hours(schedule_id)
+    if end is None or quiet is None:
+        return None
+    where = zone or "the schedule's zone"  # a row from before rows kept their zone
+    end_ms = to_ms(end)
+    if end_ms >= expires_at:
+        return QuietHold("expired", now, expired_by_quiet_hours(quiet, where))
+    return QuietHold("pending", end_ms, held_by_quiet_hours(quiet, where, end))
 
 
 def _reason(outcome: Outcome) -> str:

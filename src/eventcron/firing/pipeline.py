@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
+from eventcron.campaign import OPTED_OUT, Rules
 from eventcron.clock import Clock, rfc3339, to_ms
 from eventcron.config import Config
 from eventcron.firing import plan
@@ -27,6 +28,7 @@ from eventcron.firing.scheduler import FIRE_LEAD, Clockwork
 from eventcron.ledger import TRANSIENT, LedgerThread
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
+from eventcron.text import count
 
 log = logging.getLogger("eventcron")
 
@@ -59,21 +61,35 @@ class Change(NamedTuple):
     retimed: int
     removed: int
     cancelled: int = 0  # pending rows of schedules that left the plan
+    suppressed: int = 0  # pending rows of users on the suppression list
+
+
+class Prepared(NamedTuple):
+    """What preparing the plan at start did to rows already in the ledger."""
+
+    cancelled: int  # pending rows of schedules that left the plan while stopped
+    suppressed: int  # pending rows of users on the suppression list
 
 
 class Firing:
-    """The running plan, its clock, and the fires in progress."""
+    """The running plan, its clock, and the fires in progress.
+
+    ``rules``: the plan's campaign rules, shared with the dispatcher (None: built here
+    from ``cfg``); :meth:`configure` takes the next plan's the same way.
+    """
 
     def __init__(self, db: LedgerThread, clock: Clock, cfg: Config, *,
                  on_enqueued: Callable[[], None], metrics: Metrics,
-                 lead: timedelta = FIRE_LEAD, instance: str | None = None) -> None:
+                 lead: timedelta = FIRE_LEAD, instance: str | None = None,
+                 rules: Rules | None = None) -> None:
         self.db = db
         self.clock = clock
         self.state = State(cfg)
         # ``instance`` (the claim owner name) is written to every fire record this writes.
         self.instance = instance
         self.firer = Firer(db, clock, cfg.delivery, on_enqueued, watermark=self._watermark_for,
-                           metrics=metrics, instance=instance)
+                           metrics=metrics, instance=instance,
+                           rules=rules if rules is not None else Rules(cfg))
         self.recovery = Recovery(db, clock, self.firer, instance=instance)
         self.clockwork = Clockwork(self.handoff, lead)
         self._fired = 0
@@ -110,16 +126,18 @@ class Firing:
 
     # --- start, reload, stop -------------------------------------------------------------
 
-    async def prepare(self, now: datetime) -> int:
+    async def prepare(self, now: datetime) -> Prepared:
         """Build the jobs, wind down schedules the ledger knows but the plan lacks, clock them.
 
-        Returns the pending rows cancelled for schedules that left the plan while stopped.
+        Pending rows of schedules that left the plan while stopped are cancelled, and those
+        of users on the suppression list suppressed.
         """
         self.state.jobs = {job.key: job for job in plan.jobs(self.state.config)}
         cancelled = await self._retire(None, now)
+        suppressed = await self._suppress_opted_out(now)
         for key, job in self.state.jobs.items():
             self.clockwork.set_job(key, job.timing, now)
-        return cancelled
+        return Prepared(cancelled, suppressed)
 
     async def recover(self, now: datetime) -> None:
         """Finish interrupted fires, then catch up on occurrences up to ``now``."""
@@ -130,18 +148,19 @@ class Firing:
         """Start the clock (after :meth:`recover`)."""
         self.clockwork.start()
 
-    async def configure(self, new: Config, now: datetime) -> Change:
+    async def configure(self, new: Config, now: datetime, rules: Rules | None = None) -> Change:
         """Run a new plan from ``now``: new or retimed jobs start afresh, removed ones retire.
 
         A job whose timing is unchanged keeps its place; its new data and audience apply
-        from its next fire.
+        from its next fire. ``rules``: the new plan's campaign rules (None: built here).
+        Pending rows of users now on the suppression list are suppressed.
         """
         old_active, old_jobs = self.state.active, self.state.jobs
         new_jobs = {job.key: job for job in plan.jobs(new)}
         # From here the new plan is what runs: the dispatcher stops sending for schedules
         # that left it even before their rows are cancelled below.
         self.state = State(new, new_jobs)
-        self.firer.configure(new.delivery)
+        self.firer.configure(new.delivery, rules if rules is not None else Rules(new))
         for key in old_jobs.keys() - new_jobs.keys():
             self.clockwork.remove_job(key)
         retimed: list[Job] = []
@@ -152,7 +171,7 @@ class Firing:
             retimed.append(job)
             self.clockwork.set_job(key, job.timing, now)
         added = sum(1 for job in retimed if job.key not in old_jobs)
-        cancelled = 0
+        cancelled = suppressed = 0
         try:
             for job in retimed:
                 # New or retimed jobs start from now: no catch-up for them, ever.
@@ -161,13 +180,14 @@ class Firing:
                                    reset=True)
                 await self.recovery.skip_passed(new, job, now)
             cancelled = await self._retire(old_active, now)
+            suppressed = await self._suppress_opted_out(now)
         except TRANSIENT as e:
             # The plan is applied; only its bookkeeping failed. The dispatcher already
             # refuses rows of retired schedules, and the next start redoes the rest.
             log.error("reload: the ledger failed while applying %s (%s); running the new plan"
                       " anyway", new.path, first_line(e))
         return Change(len(new_jobs), added, len(retimed) - added,
-                      len(old_jobs.keys() - new_jobs.keys()), cancelled)
+                      len(old_jobs.keys() - new_jobs.keys()), cancelled, suppressed)
 
     async def stop(self) -> None:
         """Stop the clock and cut fires short (the next start finishes them)."""
@@ -239,6 +259,23 @@ class Firing:
         if n:
             log.warning("cancelled %d pending events of removed or disabled schedules: %s",
                         n, ", ".join(ids))
+        return n
+
+    async def _suppress_opted_out(self, now: datetime) -> int:
+        """Suppress the pending rows of users on the suppression list; return how many.
+
+        At every start and reload, before another attempt: rows a live claim holds are
+        left to the dispatcher, which checks the list right before sending.
+        """
+        suppress = self.state.config.suppress
+        if suppress is None or not suppress.users:
+            return 0
+        n: int = await self.db.call(self.db.ledger.suppress_users, suppress.users, OPTED_OUT,
+                                    to_ms(now))
+        if n:
+            log.info("suppressed %s of users on the suppression list %s",
+                     count(n, "pending event"), suppress.file,
+                     extra={"suppressed": n, "file": str(suppress.file)})
         return n
 
     # --- from handoff to the ledger ------------------------------------------------------

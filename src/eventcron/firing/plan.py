@@ -11,11 +11,17 @@ import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Final
 
 from eventcron.clock import rfc3339
 from eventcron.config import Config, Schedule
 from eventcron.config.audience import Member
 from eventcron.timing import Timing, fires_after, jitter_delay, latest_until
+
+if TYPE_CHECKING:  # the rules are handed in; firing never needs them to import this module
+    from eventcron.campaign import Rules
+
+MAX_SKIPPED_AHEAD: Final = 100_000  # occurrences `next` passes over while all are skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +40,23 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Fire:
-    """One occurrence of a job: its nominal time and, for one user, when it is sent."""
+    """One occurrence of a job: its nominal time and, for one user, when it is sent.
+
+    With the campaign rules applied (:func:`upcoming` given ``rules``), ``skipped`` says
+    why nothing is sent (to anyone, or to the user), ``expired`` why the user's event
+    would expire held by quiet hours, and ``held`` that quiet hours moved ``send_at``.
+    """
 
     schedule: str
-    zone: str
+    zone: str  # the job's zone; for one user, the recipient's (where the rules decide)
     nominal: datetime  # aware, UTC
-    send_at: datetime  # nominal plus the user's jitter (nominal when no user is given)
+    send_at: datetime  # plus the user's jitter, then past quiet hours (nominal without a user)
+    skipped: str | None = None  # "holiday: Christmas Day (DE)", "skip date ...", "opted out"
+    expired: str | None = None  # the reason the user's row would end expired
+    held: bool = False  # send_at is the end of a quiet window, not nominal plus jitter
 
     def local(self) -> datetime:
-        """Return the nominal time in the job's zone."""
+        """Return the nominal time in the fire's zone (the recipient's, for a user's fire)."""
         return self.nominal.astimezone(zoneinfo.ZoneInfo(self.zone))
 
 
@@ -62,24 +76,59 @@ def _labelled(timing: Timing, zone: str, after: datetime) -> Iterator[tuple[date
 
 
 def upcoming(schedule: Schedule, after: datetime, count: int,
-             user: Member | None = None) -> list[Fire]:
+             user: Member | None = None, *, rules: Rules | None = None,
+             expires_after: timedelta = timedelta(0), everyone_skipped: bool = False,
+             ) -> list[Fire]:
     """Return the next ``count`` fires of a schedule, merged across its zones.
 
     With ``user``, only the zone that user is served in, and ``send_at`` includes the
-    user's jitter.
+    user's jitter. With ``rules`` (``expires_after`` is ``delivery.expires_after``), each
+    fire is judged as the daemon will: for ``user``, quiet hours move ``send_at`` and a
+    skip, holiday or opt-out fills ``skipped``; without one, occurrences skipped for
+    everyone are passed over (at most :data:`MAX_SKIPPED_AHEAD` in a row) unless
+    ``everyone_skipped``, which lists them with ``skipped``.
     """
     zones = [schedule.zone_of(user)] if user is not None else list(schedule.zones())
     streams = [_labelled(schedule.timing(zone), zone, after) for zone in zones]
     out: list[Fire] = []
+    passed = 0
     for nominal, zone in heapq.merge(*streams):
         delay = timedelta(0)
         if user is not None and schedule.jitter:
             delay = jitter_delay(schedule.id, user.id, nominal,
                                  timedelta(seconds=schedule.jitter))
-        out.append(Fire(schedule.id, zone, nominal, nominal + delay))
+        fire = Fire(schedule.id, zone, nominal, nominal + delay)
+        if rules is not None:
+            fire = judged(fire, schedule, rules, user, expires_after)
+            if user is None and fire.skipped is not None and not everyone_skipped:
+                passed += 1
+                if passed >= MAX_SKIPPED_AHEAD:
+                    break
+                continue
+        passed = 0
+        out.append(fire)
         if len(out) >= count:
             break
     return out
+
+
+def judged(fire: Fire, schedule: Schedule, rules: Rules, user: Member | None,
+           expires_after: timedelta) -> Fire:
+    """Return ``fire`` with what the campaign rules make of it (see :class:`Fire`).
+
+    The firer's order: an occurrence skipped for everyone is skipped for the user too,
+    before the user's own verdict (their dates and holidays, opt-out, quiet hours).
+    """
+    skipped = rules.occurrence_skip(schedule, fire.zone, fire.nominal)
+    if user is None:
+        return Fire(fire.schedule, fire.zone, fire.nominal, fire.send_at, skipped)
+    verdict = rules.judge(schedule, fire.zone, fire.nominal,
+                          fire.nominal + expires_after)(user)
+    if skipped is None and verdict.status == "suppressed":
+        skipped = verdict.reason
+    expired = verdict.reason if verdict.status == "expired" else None
+    return Fire(fire.schedule, verdict.zone, fire.nominal, verdict.send_at, skipped, expired,
+                held=verdict.send_at != fire.send_at)
 
 
 class NoSuchOccurrence(ValueError):

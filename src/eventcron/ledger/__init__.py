@@ -16,6 +16,7 @@ This package only re-exports the public names of its modules:
 - ``schema``: tables, schema version, migrations;
 - ``dialect``: every difference between SQLite and PostgreSQL;
 - ``queries``: the hand-written hot-path SQL, by name;
+- ``caps``: the frequency-cap slots a new row takes in its enqueue's transaction;
 - ``base``, ``occurrences``, ``queue``, ``operators``, ``retention``, ``history``: the
   parts of :class:`Ledger`, which ``database`` puts together;
 - ``thread``: :class:`LedgerThread`.
@@ -51,6 +52,8 @@ from eventcron.ledger.records import (
     PASSED_BEFORE_LOAD,
     PRUNE_START,
     TRANSIENT,
+    Added,
+    CapSlot,
     Claimed,
     EndpointHealth,
     Filters,
@@ -69,6 +72,7 @@ from eventcron.ledger.retention import PRUNE_BATCH, PRUNE_BATCHES, PRUNE_STEP_SE
 from eventcron.ledger.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    cap_slots,
     deliveries,
     fires,
     instances,
@@ -99,6 +103,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRANSIENT",
     "UNKNOWN",
+    "Added",
+    "CapSlot",
     "Claimed",
     "EndpointHealth",
     "Filters",
@@ -116,6 +122,7 @@ __all__ = [
     "Result",
     "Row",
     "boot_id",
+    "cap_slots",
     "deliveries",
     "display_url",
     "event_id",

@@ -8,14 +8,14 @@ puts them together. Database differences are asked of ``dialect.py``, never test
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 from sqlalchemy import Connection, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcron.ledger import schema
+from eventcron.ledger import caps, schema
 from eventcron.ledger.dialect import (
     cause,
     dialect_for,
@@ -23,10 +23,13 @@ from eventcron.ledger.dialect import (
     parse_url,
     sqlite_file,
 )
-from eventcron.ledger.records import LedgerError, NewRow, event_ids_of
+from eventcron.ledger.records import Added, LedgerError, NewRow, event_ids_of
 from eventcron.ledger.schema import meta_table
 
 RECORD_CHUNK: Final = 500  # outcomes per UPDATE statement (4-6 parameters each)
+_RACES: Final = 5  # tries of a write transaction that lost a race (see LedgerBase._write)
+
+T = TypeVar("T")
 
 _WRITE: Final[dict[str, Any]] = {}
 _READ: Final[dict[str, Any]] = {"eventcron_read": True}  # SQLite: BEGIN, not BEGIN IMMEDIATE
@@ -122,11 +125,40 @@ class LedgerBase:
 
     # --- shared by firing and the queue -------------------------------------------------
 
-    def _enqueue_in(self, conn: Connection, chunk: Sequence[NewRow], now: int) -> int:
-        """Insert rows within the caller's transaction; return how many were new.
+    def _enqueue_in(self, conn: Connection, chunk: Sequence[NewRow], now: int) -> Added:
+        """Insert rows within the caller's transaction; return how many were new, and capped.
 
-        The event id, status and bookkeeping are filled in here.
+        The event id and bookkeeping are filled in here. Each new pending row with a cap
+        takes a slot of its window in this same transaction, or becomes ``suppressed``
+        (see ``caps.py``); rows inserted final take none. Rows already present are left as
+        they are, with the slot they took when they were inserted.
         """
         if not chunk:
-            return 0
-        return self._dialect.insert_deliveries(conn, chunk, event_ids_of(chunk), now)
+            return Added(0, 0)
+        ids = event_ids_of(chunk)
+        if not any(r.cap is not None and r.status == "pending" for r in chunk):
+            # the fast path
+            return Added(self._dialect.insert_deliveries(conn, chunk, ids, now), 0)
+        added = self._dialect.insert_listed(conn, chunk, ids, now)
+        capped = {eid: r for r, eid in zip(chunk, ids, strict=True)
+                  if r.cap is not None and r.status == "pending"}
+        wants = [caps.Want(r.app_user_id, r.cap.name, r.cap.window, delivery_id, r.cap.limit,
+                           r.cap.until, r.cap.label, r.schedule_id, r.scheduled_for)
+                 for delivery_id, eid in added
+                 if (r := capped.get(eid)) is not None and r.cap is not None]
+        return Added(len(added), caps.take(conn, self._dialect, wants, now))
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction, again if it lost a race (a deadlock).
+
+        Instances taking cap slots at once can deadlock on PostgreSQL when one retries a
+        slot another holds; the database then fails one transaction, which is safe to redo.
+        """
+        for attempt in range(1, _RACES + 1):
+            try:
+                with self._tx() as conn:
+                    return work(conn)
+            except SQLAlchemyError as e:
+                if attempt == _RACES or not self._dialect.lost_race(e):
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises

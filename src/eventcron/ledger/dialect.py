@@ -34,9 +34,13 @@ from eventcron.ledger.schema import deliveries
 from eventcron.problems import first_line
 
 BUSY_TIMEOUT_MS: Final = 10_000  # milliseconds SQLite waits for another writer's lock
-INSERT_CHUNK: Final = 500  # rows per INSERT statement (10 parameters each; SQLite allows 32766)
+INSERT_CHUNK: Final = 500  # rows per INSERT statement (13 parameters each; SQLite allows 32766)
 MIGRATION_LOCK: Final = 0x65766E74  # PostgreSQL advisory lock key held while migrating
 MIN_SQLITE: Final = (3, 35, 0)  # UPDATE ... FROM (3.33), JSON functions, RETURNING (3.35)
+# How many of a NewRow's fields, from schedule_id on, each shape of SQLITE_ENQUEUE stores.
+_PLAIN: Final = NewRow._fields.index("expires_at") + 1
+_ZONED: Final = NewRow._fields.index("zone") + 1
+_RULED: Final = NewRow._fields.index("reason") + 1
 
 
 def parse_url(url: str) -> URL:
@@ -140,7 +144,46 @@ class Dialect(ABC):
     @abstractmethod
     def insert_deliveries(self, conn: Connection, rows: Sequence[NewRow], ids: Sequence[str],
                           now: int) -> int:
-        """Insert pending rows (``ids`` their event ids) skipping conflicts; return rows added."""
+        """Insert rows (``ids`` their event ids) skipping conflicts; return rows added."""
+
+    @abstractmethod
+    def insert_listed(self, conn: Connection, rows: Sequence[NewRow], ids: Sequence[str],
+                      now: int) -> list[tuple[int, str]]:
+        """Insert rows as :meth:`insert_deliveries`; return ``(id, event_id)`` of those added."""
+
+    @abstractmethod
+    def slots_held(self, conn: Connection,
+                   keys: Sequence[tuple[str, str, int]]) -> Sequence[Sequence[Any]]:
+        """Return the cap slots of these (user, cap, window) keys.
+
+        Each as ``(user, cap, window, slot, delivery_id, schedule_id, scheduled_for)``.
+        """
+
+    @abstractmethod
+    def take_slots(self, conn: Connection, slots: Sequence[tuple[Any, ...]], now: int) -> int:
+        """Insert cap slots, skipping those taken; return how many were taken here.
+
+        Each is ``(user, cap, window, slot, until, delivery_id, schedule_id, scheduled_for)``,
+        sorted by key.
+        """
+
+    @abstractmethod
+    def suppress_rows(self, conn: Connection, reasons: Sequence[tuple[int, str]],
+                      now: int) -> None:
+        """Set pending rows suppressed, each ``(id, reason)``."""
+
+    @abstractmethod
+    def pending_of(self, conn: Connection, users: Sequence[str]) -> list[int]:
+        """Return the ids of the pending rows of these users."""
+
+    @abstractmethod
+    def suppress_ids(self, conn: Connection, ids: Sequence[int], reason: str, now: int) -> int:
+        """Set rows ``ids`` suppressed while pending and held by no live claim; return how many."""
+
+    def lost_race(self, e: SQLAlchemyError) -> bool:
+        """Tell whether a transaction failed only because a concurrent one won (worth a retry)."""
+        del e
+        return False
 
     @abstractmethod
     def temporary(self, e: SQLAlchemyError) -> bool:
@@ -157,6 +200,12 @@ class SQLite(Dialect):
         super().__init__()
         self._pick = self.render(queries.SQLITE_PICK)
         self._take = self.render(queries.SQLITE_TAKE)
+        self._added = self.render(queries.SQLITE_ADDED)
+        self._held = self.render(queries.SQLITE_SLOTS_HELD)
+        self._take_slots = self.render(queries.SQLITE_TAKE_SLOTS)
+        self._suppress_rows = self.render(queries.SQLITE_SUPPRESS_ROWS)
+        self._pending_of = self.render(queries.SQLITE_PENDING_OF)
+        self._suppress_ids = self.render(queries.SQLITE_SUPPRESS_IDS)
 
     def turns(self, engine: Engine) -> contextlib.AbstractContextManager[Any]:
         """Return a lock for an in-memory ledger: one connection, so threads take turns."""
@@ -242,19 +291,67 @@ class SQLite(Dialect):
         added = 0
         for part in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[part:part + INSERT_CHUNK]
-            params = tuple(v for r, eid in zip(chunk, ids[part:part + INSERT_CHUNK], strict=True)
-                           for v in (eid, *r, now, now))
-            added += int(conn.exec_driver_sql(self._insert_sql(len(chunk)), params).rowcount
-                         or 0)
+            pairs = zip(chunk, ids[part:part + INSERT_CHUNK], strict=True)
+            shape = _shape(chunk)
+            # The row's fields the shape stores, in its columns' order: see SQLITE_ENQUEUE.
+            if shape == "plain":
+                params = tuple(v for r, eid in pairs for v in (eid, *r[:_PLAIN], now, now))
+            elif shape == "zoned":
+                params = tuple(v for r, eid in pairs for v in (eid, *r[:_ZONED], now, now))
+            else:
+                params = tuple(v for r, eid in pairs for v in (eid, *r[:_RULED], now, now))
+            added += int(conn.exec_driver_sql(self._insert_sql(len(chunk), shape),
+                                              params).rowcount or 0)
         return added
 
-    def _insert_sql(self, rows: int) -> str:
-        key = ("insert", rows)
+    def insert_listed(self, conn: Connection, rows: Sequence[NewRow], ids: Sequence[str],
+                      now: int) -> list[tuple[int, str]]:
+        """Insert as :meth:`insert_deliveries`, then read the rows added as one JSON array.
+
+        Not RETURNING, for the reason :meth:`claim` gives.
+        """
+        before = conn.exec_driver_sql(queries.SQLITE_LAST_ID).scalar_one()
+        if not self.insert_deliveries(conn, rows, ids, now):
+            return []
+        packed = conn.exec_driver_sql(self._added, (before,)).scalar()
+        return [(int(i), e) for i, e in json.loads(packed or "[]")]
+
+    def slots_held(self, conn: Connection,
+                   keys: Sequence[tuple[str, str, int]]) -> Sequence[Sequence[Any]]:
+        """Return the cap slots of these keys, read as one JSON array."""
+        packed = conn.exec_driver_sql(self._held, (json.dumps(keys),)).scalar()
+        rows: list[list[Any]] = json.loads(packed or "[]")
+        return rows
+
+    def take_slots(self, conn: Connection, slots: Sequence[tuple[Any, ...]], now: int) -> int:
+        """Insert cap slots given as one JSON array; rowcount counts only those inserted."""
+        return int(conn.exec_driver_sql(self._take_slots, (now, json.dumps(slots))).rowcount
+                   or 0)
+
+    def suppress_rows(self, conn: Connection, reasons: Sequence[tuple[int, str]],
+                      now: int) -> None:
+        """Set rows suppressed with their reasons, given as one JSON array."""
+        conn.exec_driver_sql(self._suppress_rows, (now, json.dumps(reasons)))
+
+    def pending_of(self, conn: Connection, users: Sequence[str]) -> list[int]:
+        """Return the ids of these users' pending rows, read as one JSON array."""
+        packed = conn.exec_driver_sql(self._pending_of, (json.dumps(list(users)),)).scalar()
+        found: list[int] = json.loads(packed or "[]")
+        return found
+
+    def suppress_ids(self, conn: Connection, ids: Sequence[int], reason: str, now: int) -> int:
+        """Set rows suppressed, their ids given as one JSON array; return how many."""
+        return int(conn.exec_driver_sql(self._suppress_ids, (
+            reason, now, json.dumps(list(ids)), now)).rowcount or 0)
+
+    def _insert_sql(self, rows: int, shape: queries.EnqueueShape = "plain") -> str:
+        key = (shape, rows)
         sql = self._sized.get(key)
         if sql is None:
-            row = self.render(queries.SQLITE_ENQUEUE_ROW)
-            sql = self._sized[key] = self.render(queries.SQLITE_ENQUEUE,
-                                                 values=", ".join([row] * rows))
+            columns, row = queries.SQLITE_ENQUEUE_SHAPES[shape]
+            sql = self._sized[key] = self.render(
+                queries.SQLITE_ENQUEUE, columns=columns,
+                values=", ".join([self.render(row)] * rows))
         return sql
 
     def temporary(self, e: SQLAlchemyError) -> bool:
@@ -265,6 +362,17 @@ class SQLite(Dialect):
         if code is not None:
             return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
         return "locked" in cause(e) or "busy" in cause(e)
+
+
+def _shape(rows: Sequence[NewRow]) -> queries.EnqueueShape:
+    """Return the least the SQLite statement must store of these rows (see SQLITE_ENQUEUE)."""
+    shape: queries.EnqueueShape = "plain"
+    for r in rows:
+        if r.status != "pending" or r.reason is not None:
+            return "ruled"
+        if r.zone is not None:
+            shape = "zoned"
+    return shape
 
 
 def _create_private(path: Path) -> None:
@@ -292,6 +400,11 @@ class PostgreSQL(Dialect):
     def __init__(self) -> None:
         super().__init__()
         self._claim = self.render(queries.POSTGRES_CLAIM)
+        self._held = self.render(queries.POSTGRES_SLOTS_HELD)
+        self._take_slots = self.render(queries.POSTGRES_TAKE_SLOTS)
+        self._suppress_rows = self.render(queries.POSTGRES_SUPPRESS_ROWS)
+        self._pending_of = self.render(queries.POSTGRES_PENDING_OF)
+        self._suppress_ids = self.render(queries.POSTGRES_SUPPRESS_IDS)
 
     def engine(self, url: str, database: str | None) -> Engine:
         """Create a pooled engine that checks a connection before using it."""
@@ -331,10 +444,46 @@ class PostgreSQL(Dialect):
 
         psycopg reports no rowcount for a batch.
         """
-        batch = [{**r._asdict(), "event_id": eid, "status": "pending", "attempts": 0,
-                  "created_at": now, "updated_at": now}
-                 for r, eid in zip(rows, ids, strict=True)]
-        return len(conn.execute(self.insert(deliveries).returning(deliveries.c.id), batch).all())
+        return len(conn.execute(self.insert(deliveries).returning(deliveries.c.id),
+                                _values(rows, ids, now)).all())
+
+    def insert_listed(self, conn: Connection, rows: Sequence[NewRow], ids: Sequence[str],
+                      now: int) -> list[tuple[int, str]]:
+        """Insert as :meth:`insert_deliveries`, RETURNING the id and event id of each row added."""
+        added = conn.execute(self.insert(deliveries).returning(deliveries.c.id,
+                                                                deliveries.c.event_id),
+                             _values(rows, ids, now)).all()
+        return [(int(i), e) for i, e in added]
+
+    def slots_held(self, conn: Connection,
+                   keys: Sequence[tuple[str, str, int]]) -> Sequence[Sequence[Any]]:
+        """Return the cap slots of these keys, passed as one array per column."""
+        users, caps, windows = (list(c) for c in zip(*keys, strict=True)) if keys else ([], [], [])
+        return conn.exec_driver_sql(self._held, (users, caps, windows)).all()
+
+    def take_slots(self, conn: Connection, slots: Sequence[tuple[Any, ...]], now: int) -> int:
+        """Insert cap slots passed as one array per column; RETURNING counts those taken."""
+        columns = [list(c) for c in zip(*slots, strict=True)]
+        return len(conn.exec_driver_sql(self._take_slots, (now, *columns)).all())
+
+    def suppress_rows(self, conn: Connection, reasons: Sequence[tuple[int, str]],
+                      now: int) -> None:
+        """Set rows suppressed with their reasons, passed as two arrays."""
+        conn.exec_driver_sql(self._suppress_rows, (now, [i for i, _ in reasons],
+                                                   [why for _, why in reasons]))
+
+    def pending_of(self, conn: Connection, users: Sequence[str]) -> list[int]:
+        """Return the ids of these users' pending rows, the users passed as one array."""
+        return [int(i) for i, in conn.exec_driver_sql(self._pending_of, (list(users),)).all()]
+
+    def suppress_ids(self, conn: Connection, ids: Sequence[int], reason: str, now: int) -> int:
+        """Set rows suppressed, their ids passed as one array; return how many."""
+        return int(conn.exec_driver_sql(self._suppress_ids, (
+            reason, now, list(ids), now)).rowcount or 0)
+
+    def lost_race(self, e: SQLAlchemyError) -> bool:
+        """Tell a deadlock (40P01) or serialization failure (40001): the other side won."""
+        return getattr(getattr(e, "orig", None), "sqlstate", None) in ("40P01", "40001")
 
     def temporary(self, e: SQLAlchemyError) -> bool:
         """Tell whether to wait: an unreachable server may come back, a wrong login will not."""
@@ -347,3 +496,12 @@ class PostgreSQL(Dialect):
                             r" .* does not exist|no pg_hba.conf entry", str(orig))
         return not (state.startswith("28") or state == "3D000" or refused)
 
+
+def _values(rows: Sequence[NewRow], ids: Sequence[str], now: int) -> list[dict[str, Any]]:
+    """Return the column values of rows to insert (their reason goes to last_error)."""
+    return [{"event_id": eid, "schedule_id": r.schedule_id, "app_user_id": r.app_user_id,
+             "event_type": r.event_type, "scheduled_for": r.scheduled_for, "data": r.data,
+             "next_attempt_at": r.next_attempt_at, "expires_at": r.expires_at, "zone": r.zone,
+             "status": r.status, "last_error": r.reason, "attempts": 0, "created_at": now,
+             "updated_at": now}
+            for r, eid in zip(rows, ids, strict=True)]

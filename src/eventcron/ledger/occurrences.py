@@ -13,7 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, delete, func, select, update
 
 from eventcron.ledger.base import RECORD_CHUNK, LedgerBase
-from eventcron.ledger.records import PASSED_BEFORE_LOAD, FireRecord, NewRow
+from eventcron.ledger.records import PASSED_BEFORE_LOAD, Added, FireRecord, NewRow
 from eventcron.ledger.schema import deliveries, fires, job_state
 
 # Whether a fire is the caller's to finish ("own"), joins one in progress or done ("shared",
@@ -100,15 +100,16 @@ class Occurrences(LedgerBase):
 
     def fire_together(self,
                       batch: Sequence[tuple[str, str, str, str, int, Sequence[NewRow], int]],
-                      now: int, *, instance: str | None = None) -> list[int | None]:
+                      now: int, *, instance: str | None = None) -> list[Added | None]:
         """Fire several occurrences atomically: record, enqueue, mark fired, advance jobs.
 
         Each item is ``(job, schedule_id, zone, fingerprint, scheduled_for, rows,
-        watermark)``. Returns rows added per item, or None for one already fired. All or
+        watermark)``. Returns rows added (and capped) per item, or None for one already
+        fired. All or
         nothing: after a crash none of them is recorded, so catch-up fires them again.
         """
-        result: list[int | None] = []
-        with self._tx() as conn:
+        def fire(conn: Connection) -> list[Added | None]:
+            result: list[Added | None] = []
             conn.execute(self._dialect.insert(fires), [
                 {"schedule_id": sid, "zone": zone, "scheduled_for": t, "status": "firing",
                  "users": 0, "updated_at": now, "instance": instance}
@@ -119,12 +120,14 @@ class Occurrences(LedgerBase):
                 if self._take_fire(conn, where, now, instance=instance) == "none":
                     result.append(None)
                     continue
-                added = self._enqueue_in(conn, rows, now)
+                added = self._enqueue_in(conn, rows, now)  # cap slots too, as enqueue
                 conn.execute(update(fires).where(*where).values(
-                    status="fired", users=added, updated_at=now, instance=instance))
+                    status="fired", users=added.rows, updated_at=now, instance=instance))
                 self._advance(conn, job, sid, fingerprint, watermark=watermark, now=now)
                 result.append(added)
-        return result
+            return result
+
+        return self._write(fire)
 
     def _advance(self, conn: Connection, job: str, schedule_id: str, fingerprint: str, *,
                  watermark: int, now: int) -> None:

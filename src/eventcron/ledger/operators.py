@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from eventcron.ledger.base import LedgerBase
 from eventcron.ledger.records import EndpointHealth, Filters, Instance, Row
 from eventcron.ledger.schema import deliveries, instances
-from eventcron.states import REPLAYABLE, STATUSES
+from eventcron.states import QUIET_HOLD, REPLAYABLE, STATUSES
 
 
 class Operators(LedgerBase):
@@ -58,7 +58,11 @@ class Operators(LedgerBase):
             error = conn.execute(
                 select(deliveries.c.last_error, deliveries.c.updated_at)
                 .where(deliveries.c.status.in_(("pending", "failed", "expired")),
-                       deliveries.c.last_error.is_not(None))
+                       deliveries.c.last_error.is_not(None),
+                       # The endpoint's errors only: not a campaign rule's reason (a row
+                       # expired by quiet hours before any attempt, or held by them).
+                       deliveries.c.attempts > 0,
+                       deliveries.c.last_error.not_like(f"{QUIET_HOLD}%"))
                 .order_by(deliveries.c.updated_at.desc()).limit(1)).first()
         return EndpointHealth(int(delivered) if delivered is not None else None,
                               error.last_error if error else None,
@@ -92,13 +96,15 @@ class Operators(LedgerBase):
             return [Row(**r._mapping) for r in conn.execute(stmt).all()]
 
     def replay(self, filters: Filters, now: int, expires_after_ms: int, *,
-               dry_run: bool = False) -> int:
+               dry_run: bool = False, include_suppressed: bool = False) -> int:
         """Put failed or expired rows matching ``filters`` back to pending; return how many.
 
         Attempts restart at zero and the expiry restarts from now, or the rows would
-        expire again at once.
+        expire again at once. Suppressed rows only with ``include_suppressed``: the
+        campaign rules kept them from being sent, and a replay must not undo that unasked.
         """
-        statuses = tuple(s for s in (filters.status or REPLAYABLE) if s in REPLAYABLE)
+        allowed = (*REPLAYABLE, "suppressed") if include_suppressed else REPLAYABLE
+        statuses = tuple(s for s in (filters.status or allowed) if s in allowed)
         where = and_(self._where(Filters(statuses, filters.schedule, filters.user,
                                          filters.since)),
                      deliveries.c.status.in_(statuses))

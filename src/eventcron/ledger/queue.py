@@ -6,32 +6,62 @@ writes ``deliveries`` only; the statements that differ by database come from the
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from sqlalchemy import or_, select, update
 
 from eventcron.ledger.base import RECORD_CHUNK, LedgerBase
-from eventcron.ledger.records import Claimed, NewRow, Result
+from eventcron.ledger.records import Added, Claimed, NewRow, Result
 from eventcron.ledger.schema import deliveries
 
 ENQUEUE_BATCH: Final = 5_000  # rows per INSERT transaction
+SUPPRESS_BATCH: Final = 5_000  # rows per UPDATE transaction of suppress_users
 
 
 class Queue(LedgerBase):
     """Delivery rows from enqueue to their outcome."""
 
     def enqueue(self, rows: Sequence[NewRow], now: int) -> int:
+        """Insert delivery rows as :meth:`enqueue_counted` does; return rows added."""
+        return self.enqueue_counted(rows, now).rows
+
+    def enqueue_counted(self, rows: Sequence[NewRow], now: int) -> Added:
         """Insert delivery rows, ignoring occurrences already present; return rows added.
 
-        The event id, status and bookkeeping are filled in here.
+        The event id and bookkeeping are filled in here. Rows the campaign rules decided
+        final (``NewRow.status``) are inserted so, with their reason; a pending row with a
+        cap takes a slot of its window in the same transaction, or is inserted suppressed.
+        Every row inserted counts as added, suppressed ones too.
         """
-        added = 0
+        added = capped = 0
         for start in range(0, len(rows), ENQUEUE_BATCH):
+            batch = rows[start:start + ENQUEUE_BATCH]
+            done = self._write(functools.partial(self._enqueue_in, chunk=batch, now=now))
+            added += done.rows
+            capped += done.capped
+        return Added(added, capped)
+
+    def suppress_users(self, users: AbstractSet[str], reason: str, now: int) -> int:
+        """Set the pending rows of ``users`` suppressed with ``reason``; return how many.
+
+        Rows a live claim holds are left to the dispatcher holding them (it checks again
+        right before sending). The ids are found in one read, without the writer's lock,
+        then set in short write transactions, so claims and outcomes get through between.
+        """
+        if not users:
+            return 0
+        with self._tx(write=False) as conn:
+            ids = self._dialect.pending_of(conn, list(users))
+        done = 0
+        for start in range(0, len(ids), SUPPRESS_BATCH):
+            chunk = ids[start:start + SUPPRESS_BATCH]
             with self._tx() as conn:
-                added += self._enqueue_in(conn, rows[start:start + ENQUEUE_BATCH], now)
-        return added
+                done += self._dialect.suppress_ids(conn, chunk, reason, now)
+        return done
 
     def claim(self, owner: str, now: int, limit: int, lease_ms: int) -> list[Claimed]:
         """Claim up to ``limit`` due rows for ``owner`` until ``now + lease_ms``."""

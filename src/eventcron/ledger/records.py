@@ -78,8 +78,41 @@ class NewRow(NamedTuple):
     event_type: str
     scheduled_for: int  # ms, nominal
     data: str  # rendered JSON object
-    next_attempt_at: int  # ms: nominal plus jitter
+    next_attempt_at: int  # ms: nominal plus jitter, moved past quiet hours
     expires_at: int  # ms
+    zone: str | None = None  # the recipient's zone (quiet hours of retries are kept in it)
+    # pending; or a final state the campaign rules decided at fire time (suppressed by an
+    # opt-out or a per-user skip, expired because quiet hours outlast it), with the reason
+    status: Status = "pending"
+    reason: str | None = None
+    cap: CapSlot | None = None  # the cap window the row counts in; None: exempt or no cap
+
+
+class Added(NamedTuple):
+    """What an enqueue did: rows inserted (suppressed ones too), and the cap's share.
+
+    ``capped``: how many of them the frequency cap suppressed as they were inserted.
+    """
+
+    rows: int
+    capped: int
+
+
+class CapSlot(NamedTuple):
+    """The frequency-cap window a new row must find room in (``limits.per_user``).
+
+    The ledger takes one of ``limit`` slots of (user, ``name``, ``window``) for the row in
+    the transaction that inserts it, with a unique key, so no two instances can both take
+    the last one; a row that finds none left is inserted ``suppressed``.
+    """
+
+    # The window's kind, "h", "day" or "week": the slots' key, so a reload from 3/day to
+    # 1/day still sees the three slots taken today (a cap's count is not part of it).
+    name: str
+    limit: int
+    window: int  # ms: the window's start (the recipient's local hour, day or week)
+    until: int  # ms: the window's end (slots are pruned after it)
+    label: str  # the window for messages: "2026-12-07 (Europe/Berlin)"
 
 
 def event_ids_of(rows: Sequence[NewRow]) -> list[str]:
@@ -107,6 +140,7 @@ class Claimed(NamedTuple):
     data: str
     attempts: int
     expires_at: int
+    zone: str | None = None  # the recipient's zone (None: a row from before it was kept)
 
 
 class Result(NamedTuple):
@@ -161,7 +195,7 @@ class EndpointHealth:
 class PruneAt(NamedTuple):
     """Where a prune in steps has got: a table, and the key of the last row looked at."""
 
-    table: Literal["deliveries", "fires"]
+    table: Literal["deliveries", "fires", "cap_slots"]
     after: tuple[Any, ...] | None  # None: from the table's start
 
 

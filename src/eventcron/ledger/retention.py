@@ -1,19 +1,20 @@
-"""Pruning: old final rows, fire records and instance rows deleted in short steps.
+"""Pruning: old final rows, fire records, instance rows and cap slots deleted in short steps.
 
 The part of :class:`Ledger` that keeps it from growing without end. It deletes from
-``deliveries``, ``fires`` and ``instances``, never a row whose occurrence could still be
-fired (that would let it be sent again). ``thread.py`` paces the steps for the daemon.
+``deliveries``, ``fires``, ``instances`` and ``cap_slots``, never a row whose occurrence
+could still be fired (that would let it be sent again), nor a slot of a window that could
+still get a row. ``thread.py`` paces the steps for the daemon.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Connection, delete, select, tuple_
 
 from eventcron.ledger.base import LedgerBase
 from eventcron.ledger.records import PRUNE_START, PruneAt
-from eventcron.ledger.schema import deliveries, fires, instances
+from eventcron.ledger.schema import cap_slots, deliveries, fires, instances
 from eventcron.states import FINAL_STATUSES
 
 PRUNE_BATCH: Final = 1_000  # rows a prune step looks at (the daemon's first step)
@@ -31,7 +32,8 @@ class Retention(LedgerBase):
         kept while their occurrence could still be fired: when it is newer than
         ``refire_horizon`` (now minus catch_up: catch-up fires nothing older), or when its
         fire was interrupted (a restart completes those, whatever their age). Pending rows
-        are never deleted. Fire records follow the same rule.
+        are never deleted. Fire records follow the same rule. Last go the cap slots of
+        windows that ended before both times: no row can count in such a window any more.
 
         This runs every :meth:`prune_step` in a row; the daemon runs them one ledger call
         each instead (:meth:`LedgerThread.prune`), so other calls get through in between.
@@ -52,6 +54,9 @@ class Retention(LedgerBase):
         by ``batch`` however many rows are kept, and a whole prune visits each old row once.
         """
         with self._tx() as conn:
+            if at.table == "cap_slots":
+                more = self._prune_slots(conn, before, refire_horizon, batch)
+                return 0, PruneAt("cap_slots", None) if more else None
             if at.table == "deliveries":
                 key = tuple_(deliveries.c.updated_at, deliveries.c.id)
                 scan = select(deliveries.c.updated_at, deliveries.c.id).where(
@@ -91,7 +96,22 @@ class Retention(LedgerBase):
                                              fires.c.updated_at < before,
                                              fires.c.scheduled_for < refire_horizon))
             if end is None:
-                # Last, the heartbeat rows of instances gone longer than the retention: a
+                # Then the heartbeat rows of instances gone longer than the retention: a
                 # handful of rows, one per process that ever started.
                 conn.execute(delete(instances).where(instances.c.last_seen < before))
-        return 0, None if end is None else PruneAt("fires", tuple(end))
+        return 0, PruneAt("cap_slots", None) if end is None else PruneAt("fires", tuple(end))
+
+    @staticmethod
+    def _prune_slots(conn: Connection, before: int, refire_horizon: int, batch: int) -> bool:
+        """Delete ``batch`` cap slots of windows that ended before both horizons; True if more.
+
+        A window that ended after ``refire_horizon`` could still get a row (a catch-up fire),
+        which must find its slots taken. Every slot found is deleted, so each step starts
+        from the oldest again, through ix_cap_slots_until.
+        """
+        s = cap_slots.c
+        old = (select(s.app_user_id, s.cap, s.window, s.slot)
+               .where(s.until < min(before, refire_horizon)).order_by(s.until).limit(batch))
+        n = conn.execute(delete(cap_slots).where(
+            tuple_(s.app_user_id, s.cap, s.window, s.slot).in_(old))).rowcount
+        return bool(n) and n >= batch

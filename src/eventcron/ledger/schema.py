@@ -60,6 +60,9 @@ deliveries = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("delivered_at", BigInteger),
+    # The recipient's zone, where the campaign rules keep quiet hours of its retries. Added by
+    # migrate() to ledgers created without it; older versions leave it NULL.
+    Column("zone", Text),
     UniqueConstraint("schedule_id", "scheduled_for", "app_user_id", "event_type",
                      name="uq_deliveries_occurrence"),
 )
@@ -134,6 +137,23 @@ plans = Table(
 )
 Index("ix_plans_at", plans.c.at)
 
+# Frequency caps (limits.per_user): one row per slot a row took, unique per (user, cap,
+# window, slot number 0..limit-1), so instances inserting at once can never take more than
+# the limit of a user's window between them. A new table: create_all adds it to older ledgers.
+cap_slots = Table(
+    "cap_slots", metadata,
+    Column("app_user_id", Text, primary_key=True),
+    Column("cap", String(32), primary_key=True),  # as written: "1/day"
+    Column("window", BigInteger, primary_key=True, quote=True),  # ms: the window's start
+    Column("slot", Integer, primary_key=True, autoincrement=False),  # 0..limit-1
+    Column("until", BigInteger, nullable=False),  # ms: the window's end; pruned after it
+    Column("delivery_id", BigInteger, nullable=False),  # the row holding the slot
+    Column("schedule_id", Text, nullable=False),  # and its occurrence, for the reason of
+    Column("scheduled_for", BigInteger, nullable=False),  # the rows that find no slot left
+    Column("taken_at", BigInteger, nullable=False),  # ms
+)
+Index("ix_cap_slots_until", cap_slots.c.until)
+
 # version -> statements taking a ledger from version-1 to version. Empty until a release
 # changes the schema; each step runs in one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
@@ -148,6 +168,7 @@ def migrate(conn: Connection, shown_url: str) -> None:
     ix_fires_firing.create(conn, checkfirst=True)  # create_all skips existing tables
     ix_fires_time.create(conn, checkfirst=True)
     _add_column(conn, fires.c.instance)
+    _add_column(conn, deliveries.c.zone)
     found = conn.execute(select(meta_table.c.value).where(
         meta_table.c.key == "schema_version")).scalar()
     if found is None:

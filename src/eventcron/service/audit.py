@@ -37,10 +37,11 @@ class Audit:
         self.cwd = Path.cwd()  # relative paths are relative to it (the process never moves)
         self._writing: set[asyncio.Task[None]] = set()
 
-    async def started(self, cfg: Config, cancelled: int) -> PlanChange:
+    async def started(self, cfg: Config, cancelled: int, *, suppressed: int = 0) -> PlanChange:
         """Record the plan this instance starts with, against the last one any instance ran.
 
-        ``cancelled``: pending rows of schedules that left the plan while it was stopped.
+        ``cancelled``: pending rows of schedules that left the plan while it was stopped;
+        ``suppressed``: pending rows of users on the suppression list.
         """
         try:
             last = await self.db.call(self.db.ledger.last_applied_plan)
@@ -48,13 +49,16 @@ class Audit:
             log.warning("cannot read the last applied plan from the ledger: %s", first_line(e))
             last = None
         previous = last.schedules if last is not None else None
-        change, record = self._applied(cfg, previous, cancelled=cancelled)
+        change, record = self._applied(cfg, previous, cancelled=cancelled,
+                                       suppressed=suppressed)
         await self._write(record)
         return change
 
-    def reloaded(self, old: Config, new: Config, cancelled: int) -> PlanChange:
+    def reloaded(self, old: Config, new: Config, cancelled: int, *,
+                 suppressed: int = 0) -> PlanChange:
         """Record a reload this instance applied, against the plan it ran until now."""
-        change, record = self._applied(new, summarize(old), cancelled=cancelled)
+        change, record = self._applied(new, summarize(old), cancelled=cancelled,
+                                       suppressed=suppressed)
         self._in_background(record)
         return change
 
@@ -74,14 +78,16 @@ class Audit:
                             count(len(late), "plan record"))
             await asyncio.gather(*late, return_exceptions=True)
 
-    def _applied(self, cfg: Config, previous: Summary | None, *,
-                 cancelled: int) -> tuple[PlanChange, PlanRecord]:
+    def _applied(self, cfg: Config, previous: Summary | None, *, cancelled: int,
+                 suppressed: int) -> tuple[PlanChange, PlanRecord]:
         summary = summarize(cfg)
         change = compare(previous, summary)
+        # "suppressed" only when some were: older entries, and plans without opt-outs, lack it.
+        opted_out = {"suppressed": suppressed} if suppressed else {}
         return change, PlanRecord(
             to_ms(self.clock.now()), self.instance, str(self.cwd / cfg.path), cfg.sha256,
             "applied", content=_hide_password(cfg.source, cfg.database), schedules=summary,
-            change={**change.as_json(), "cancelled": cancelled})
+            change={**change.as_json(), "cancelled": cancelled, **opted_out})
 
     def _in_background(self, record: PlanRecord) -> None:
         task = asyncio.get_running_loop().create_task(self._write(record))

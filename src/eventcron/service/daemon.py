@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from eventcron import __version__, config
+from eventcron import __version__, campaign, config
 from eventcron.clock import Clock, monotonic, to_ms
 from eventcron.delivery.auth import Token
 from eventcron.delivery.dispatch import Dispatcher, ResultHook
@@ -72,12 +72,17 @@ class Daemon:
         self.watch = watch
         self.drain_timeout = drain_timeout
         self.connection = Connection(cfg.endpoint, token, clock)
+        # The campaign rules of the plan: built once per plan, shared by firing (each row's
+        # verdict) and the dispatcher (the checks right before each send).
+        rules = campaign.Rules(cfg)
         self.firing = Firing(self.db, clock, cfg, on_enqueued=self._wake_dispatcher,
-                             metrics=self.metrics, lead=fire_lead, instance=self.owner)
+                             metrics=self.metrics, lead=fire_lead, instance=self.owner,
+                             rules=rules)
         self.dispatcher = Dispatcher(
             self.db, self.connection.sender, cfg.delivery, concurrency=cfg.endpoint.concurrency,
             rate=cfg.endpoint.rate_limit, clock=clock, owner=self.owner, rng=rng,
-            on_result=on_result, metrics=self.metrics, is_active=self.firing.is_active)
+            on_result=on_result, metrics=self.metrics, is_active=self.firing.is_active,
+            rules=rules)
         self.upkeep = Upkeep(cfg, self.db, clock, firing=self.firing,
                              dispatcher=self.dispatcher, connection=self.connection,
                              metrics=self.metrics, notifier=self.notifier,
@@ -133,6 +138,7 @@ class Daemon:
         log.info("eventcron starting: %d schedules from %s, ledger %s, endpoint %s",
                  len(cfg.schedules), cfg.path, display_url(self.db.ledger.url),
                  cfg.endpoint.url)
+        _warn_rules(cfg)
         self.connection.warn(self.clock.now())
         upkeep.token_metric()
         helpers: list[asyncio.Task[None]] = []
@@ -156,8 +162,9 @@ class Daemon:
             if released:
                 log.info("released %d claims of eventcron processes on this host that died",
                          released)
-            cancelled = await self.firing.prepare(started)
-            await self.audit.started(self.config, cancelled)
+            prepared = await self.firing.prepare(started)
+            await self.audit.started(self.config, prepared.cancelled,
+                                     suppressed=prepared.suppressed)
             # Ready once the plan is loaded and the ledger open: catching up on a large
             # backlog may take a while and must not trip systemd's start timeout.
             self.notifier.ready("catching up on fires missed while stopped")
@@ -285,26 +292,33 @@ class Daemon:
             log.warning("reload: the database setting changed; that needs a restart and was"
                         " ignored")
         old = self.config
+        rules = campaign.Rules(new)
         # Every component takes its new settings the same way: pushed, here, in this order.
-        change = await self.firing.configure(new, self.clock.now())
-        self.upkeep.configure(new)
+        # The dispatcher and firing switch in the same turn of the loop (nothing is awaited
+        # in between): no row is sent under the old rules once firing suppresses the rows
+        # of new opt-outs, nor for a schedule that left the plan.
         new_token = await self.connection.configure(new.endpoint)
         self.dispatcher.configure(self.connection.sender, new.delivery,
-                                  new.endpoint.concurrency, new.endpoint.rate_limit)
+                                  new.endpoint.concurrency, new.endpoint.rate_limit, rules)
+        change = await self.firing.configure(new, self.clock.now(), rules)
+        self.upkeep.configure(new)
+        _warn_rules(new)
         # Recorded once every component runs the new plan, in the background.
-        plan = self.audit.reloaded(old, new, change.cancelled)
+        plan = self.audit.reloaded(old, new, change.cancelled, suppressed=change.suppressed)
         if new_token:
             log.info("loaded a new token from %s", new.endpoint.token.describe())
             self.dispatcher.resume("a new token was loaded")
             self.connection.warn(self.clock.now())
         # One sentence, and the same in fields: what changed, by schedule, and what it cost.
-        log.info("reloaded %s (%s): %s; %s, %s; %s cancelled", path, why, plan.describe(),
+        opted_out = (f"; {count(change.suppressed, 'pending event')} of opted-out users"
+                     " suppressed" if change.suppressed else "")
+        log.info("reloaded %s (%s): %s; %s, %s; %s cancelled%s", path, why, plan.describe(),
                  count(len(new.schedules), "schedule"), count(change.jobs, "job"),
-                 count(change.cancelled, "pending event"),
+                 count(change.cancelled, "pending event"), opted_out,
                  extra={"file": str(path), "sha256": new.sha256, "why": why,
                         "added": list(plan.added), "removed": list(plan.removed),
                         "changed": {k: list(v) for k, v in plan.changed.items()},
-                        "cancelled": change.cancelled})
+                        "cancelled": change.cancelled, "suppressed": change.suppressed})
         return True
 
     async def _guarded_reload(self, why: str) -> None:
@@ -318,6 +332,12 @@ class Daemon:
         finally:
             if not self._stop.is_set():
                 self.notifier.ready(self.upkeep.status_line())
+
+
+def _warn_rules(cfg: config.Config) -> None:
+    """Log the campaign rules that defeat themselves (as ``validate`` warns of them)."""
+    for warning in campaign.warnings(cfg):
+        log.warning("%s", warning)
 
 
 def _sha256_of(path: Path) -> str:

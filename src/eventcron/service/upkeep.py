@@ -132,16 +132,19 @@ class Upkeep:
                 log.warning("cannot prune old ledger rows: %s", first_line(e))
             else:
                 if n:
-                    log.info("pruned %d delivered, failed, expired or cancelled rows older"
-                             " than delivery.retention (%s)", n,
+                    log.info("pruned %d delivered, failed, expired, cancelled or suppressed"
+                             " rows older than delivery.retention (%s)", n,
                              config.format_duration(policy.retention))
             await asyncio.sleep(RETENTION_INTERVAL)
 
     async def watch_files(self, request_reload: Callable[[str], None]) -> None:
-        """Ask for a reload when the schedule file or an audience file changes."""
+        """Ask for a reload when the schedule file, an audience or the suppression file changes.
+
+        A reload that finds a file invalid is refused and the previous plan keeps running.
+        """
         # The snapshot is taken before the reload is asked for, never after it: an edit
         # made while a reload runs differs from it and asks for another.
-        seen = self._stamps()
+        seen = self._stamps(as_read=True)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             if self._stamps() != seen:
@@ -162,8 +165,18 @@ class Upkeep:
                 last_warning = monotonic()
                 self.connection.warn(self.clock.now())
 
-    def _stamps(self) -> list[tuple[int, int, int] | None]:
+    def _stamps(self, *, as_read: bool = False) -> list[tuple[int, int, int] | None]:
+        """Return the watched files' stamps; ``as_read``: the suppression file's as loaded.
+
+        An opt-out added to the suppression file suppresses the user's pending rows at the
+        reload it asks for. The first snapshot takes that file's stamp from when the plan
+        read it, so an opt-out added while the daemon was starting is not missed.
+        """
         cfg = self.cfg
         paths: list[Path] = [cfg.path, *(a.file for a in cfg.audiences.values()
                                          if a.file is not None)]
-        return [file_stamp(p) for p in paths]
+        stamps = [file_stamp(p) for p in paths]
+        if cfg.suppress is not None:
+            now = file_stamp(cfg.suppress.file)
+            stamps.append((cfg.suppress.stamp or now) if as_read else now)
+        return stamps

@@ -13,6 +13,10 @@ cronie implements it, daylight-saving rules included. The modules, in dependency
 * :mod:`.occurrences`: :func:`fires_after` (every fire in ``(after, until]``) and
   :func:`latest_until`.
 * :mod:`.jitter`: :func:`jitter_delay`.
+* :mod:`.quiet`: quiet hours, a daily window of local wall time: :func:`in_quiet_hours`,
+  :func:`quiet_end`, :func:`quiet_start`, :func:`quiet_spans`.
+* :mod:`.windows`: the local hour, day or week an instant falls in (:func:`window_of`).
+* :mod:`.holidays`: public holidays by region (the ``holidays`` package, loaded on use).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from eventcron.timing.cronsyntax import CronSyntaxError
 from eventcron.timing.jitter import jitter_delay
 from eventcron.timing.kinds import AtTiming, CronTiming, EveryTiming, Timing
 from eventcron.timing.occurrences import fires_after, latest_until
+from eventcron.timing.quiet import in_quiet_hours, quiet_end, quiet_spans, quiet_start
 from eventcron.timing.walltime import resolve_wall
+from eventcron.timing.windows import Window, WindowUnit, window_of
 
 # UTC (datetime.UTC, the same object as datetime.timezone.utc) is re-exported.
 __all__ = [
@@ -35,8 +41,15 @@ __all__ = [
     "CronTiming",
     "EveryTiming",
     "Timing",
+    "Window",
+    "WindowUnit",
     "fires_after",
+    "in_quiet_hours",
     "jitter_delay",
     "latest_until",
+    "quiet_end",
+    "quiet_spans",
+    "quiet_start",
     "resolve_wall",
+    "window_of",
 ]
