@@ -16,17 +16,31 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
 from eventcron.clock import rfc3339
+from eventcron.text import count
 
 LogFormat = Literal["text", "json"]
 LIMIT_INTERVAL: Final = 10.0  # seconds over which a Limiter counts lines
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-26 09:00:00.123 INFO message`` (local time, like most daemons)."""
+    """``2026-11-26 09:00:00.123 INFO message`` (local time, like most daemons).
+
+    Each line of a message of several lines (a reload's problems) starts with the time
+    and level too, so that ``grep`` and ``journalctl`` show none of them out of context.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s.%(msecs)03d %(levelname)s %(message)s",
                          datefmt="%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record, repeating its time and level on every line."""
+        text = super().format(record)
+        if "\n" not in text:
+            return text
+        first, *rest = text.split("\n")
+        head = f"{record.asctime}.{int(record.msecs):03d} {record.levelname} "
+        return "\n".join([first, *(head + line for line in rest)])
 
 
 class JsonFormatter(logging.Formatter):
@@ -105,7 +119,7 @@ class Limiter:
 
     def __init__(self, logger: logging.Logger, what: str, per_interval: int = 20) -> None:
         self.logger = logger
-        self.what = what
+        self.what = what  # singular: "final failure"
         self.per_interval = per_interval
         self._window_start = 0.0
         self._count = 0
@@ -117,8 +131,8 @@ class Limiter:
         now = time.monotonic()
         if now - self._window_start >= LIMIT_INTERVAL:
             if self._suppressed:
-                self.logger.log(level, "... and %d more %s in the last %.0fs (not shown)",
-                                self._suppressed, self.what, now - self._window_start)
+                self.logger.log(level, "... and %s more in the last %.0fs (not shown)",
+                                count(self._suppressed, self.what), now - self._window_start)
             self._window_start, self._count, self._suppressed = now, 0, 0
         if self._count < self.per_interval:
             self._count += 1

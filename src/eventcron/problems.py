@@ -17,6 +17,9 @@ class Problem:
     line: int
     col: int | None
     message: str
+    # For a problem that points at another file's own problems: (what, path) of that file,
+    # e.g. ("audience file", "/srv/users.csv"), so a summary can name the file at fault.
+    refers: tuple[str, str] | None = None
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}"
@@ -45,6 +48,23 @@ class InvalidInput(Exception):
             lines.append(f"... and {self.truncated} more problems not shown.")
         return "\n".join(lines)
 
+    def culprits(self, main: str) -> list[str]:
+        """Name the files at fault, for "... is not valid": ``main`` while it has problems.
+
+        Only when every problem lies in other files (or points at them) are those named,
+        as "the audience file /srv/users.csv"; problems left unlisted may be anywhere.
+        """
+        named = {p.refers[1]: p.refers[0] for p in self.problems if p.refers}
+        at_fault: dict[str, None] = {}
+        for p in self.problems:
+            path = p.refers[1] if p.refers else p.path
+            if path == main:
+                return [main]
+            at_fault[path] = None
+        if self.truncated or not at_fault:
+            return [main]
+        return [f"the {named[path]} {path}" if path in named else path for path in at_fault]
+
 
 class Problems:
     """Collects problems up to :data:`MAX_PROBLEMS`, then only counts them."""
@@ -55,17 +75,21 @@ class Problems:
         self.dropped = 0
 
     def add(self, path: str, line: int, col: int | None, message: str, *,
-            force: bool = False) -> None:
-        """Record one problem (``line`` and ``col`` are 1-based); ``force`` ignores the limit."""
+            force: bool = False, refers: tuple[str, str] | None = None) -> None:
+        """Record one problem (``line`` and ``col`` are 1-based); ``force`` ignores the limit.
+
+        ``refers`` marks a problem that points at another file's problems (see
+        :attr:`Problem.refers`).
+        """
         if force or len(self._items) < self._limit:
-            self._items.append(Problem(path, line, col, message))
+            self._items.append(Problem(path, line, col, message, refers))
         else:
             self.dropped += 1
 
     def extend(self, problems: Iterable[Problem]) -> None:
         """Record problems found by another reader."""
         for p in problems:
-            self.add(p.path, p.line, p.col, p.message)
+            self.add(p.path, p.line, p.col, p.message, refers=p.refers)
 
     @property
     def items(self) -> list[Problem]:

@@ -385,7 +385,7 @@ def test_two_schedules_due_together_under_one_per_day_send_one(
                                   " replayed (dry run; nothing changed).")
 
 
-ENQUEUED = re.compile(r"fired (?:first|second)@UTC at \S+: ([\d,]+) users enqueued")
+ENQUEUED = re.compile(r"fired (?:first|second)@UTC at \S+: ([\d,]+) users? enqueued")
 
 
 @pytest.mark.postgres

@@ -71,7 +71,7 @@ def test_deliveries_and_replay_ignore_an_invalid_file_beside_a_database(
     assert dry.stdout.startswith("2 failed or expired events would be replayed")
     done = go("replay", "--status", "failed")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("1 failed events are pending again")
+    assert done.stdout.startswith("1 failed event is pending again")
     # The invalid file's delivery policy is unknown: replay says which expiry it used.
     assert "schedules.yaml is not valid" in done.stderr and "default" in done.stderr
     assert_sentence(done.stderr)

@@ -97,7 +97,7 @@ def test_replay_dry_run_then_for_real(run: Run, tmp_path: Path) -> None:
     assert dry.stdout.startswith("2 failed or expired events would be replayed")
     assert json.loads(run("deliveries", "--status", "pending", "--json").stdout) == []
     only = run("replay", "--status", "expired")
-    assert only.stdout.startswith("1 expired events are pending again")
+    assert only.stdout.startswith("1 expired event is pending again")
     pending = json.loads(run("deliveries", "--status", "pending", "--json").stdout)
     assert [(r["app_user_id"], r["attempts"]) for r in pending] == [("u3", 0)]
 

@@ -34,3 +34,6 @@ def test_a_csv_edited_to_repeat_a_user_keeps_the_old_plan(
     asyncio.run(scenario())
     errors = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{csv}:4: the user 'u_1' is listed twice (first at {csv}:2)." in errors
+    # The file to fix is named: the CSV, not the schedule file that refers to it.
+    assert (f"reload (test): the audience file {csv} is not valid, still running the previous"
+            " version:") in errors

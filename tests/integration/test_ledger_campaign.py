@@ -404,4 +404,4 @@ def test_the_commands_show_and_replay_suppressed_rows(
     assert "--include-suppressed" in capsys.readouterr().err
     assert main(["replay", "--database", url, "--include-suppressed", "--dry-run"]) == 0
     assert capsys.readouterr().out.strip() == (
-        "1 failed, expired or suppressed events would be replayed (dry run; nothing changed).")
+        "1 failed, expired or suppressed event would be replayed (dry run; nothing changed).")

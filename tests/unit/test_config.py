@@ -102,8 +102,8 @@ DOZEN = [
     ("dozen-mistakes.yaml:9:18:", "catch_up_mode must be 'latest', 'all' or 'none', not"
                                   " 'newest'"),
     ("dozen-mistakes.yaml:12:23:", "the user 'u_1' is listed twice"),
-    ("dozen-mistakes.yaml:14:11:", "the CSV file 'no-such-file.csv' has problems"),
-    ("no-such-file.csv:1:", "the audience file does not exist."),
+    ("dozen-mistakes.yaml:14:11: audience 'customers': the file",
+     "/no-such-file.csv does not exist."),
     ("dozen-mistakes.yaml:18:20:", "day of week 8 is out of range 0-7"),
     ("dozen-mistakes.yaml:19:15:", "unknown time zone 'Europe/Berln' (did you mean"
                                    " 'Europe/Berlin'?)"),

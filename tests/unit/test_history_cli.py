@@ -185,8 +185,8 @@ def test_history_with_only_a_database(ledger_file: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--since", "yesterday"], "'yesterday' is neither a duration (24h, 30m, 2d) nor an RFC"
-                               " 3339 time"),
+    (["--since", "yesterday"], "'yesterday' is not a time --since accepts; give a duration"
+                               " ago such as 2h or 3d, or an RFC 3339 time"),
     (["--since", "2026-12-01T09:00:00"], "has no UTC offset; add Z"),
     (["--since", "9999999999d"], "reaches back past year 1"),
     (["--limit", "-1"], "'-1' must not be negative"),

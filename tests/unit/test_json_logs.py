@@ -68,7 +68,7 @@ def test_a_field_cannot_replace_the_four_keys() -> None:
 def test_the_limiter_passes_the_fields_of_the_lines_it_keeps(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="eventcron")
-    limiter = Limiter(logging.getLogger("eventcron.test"), "failures", per_interval=2)
+    limiter = Limiter(logging.getLogger("eventcron.test"), "failure", per_interval=2)
     for i in range(5):
         limiter.log(logging.WARNING, "failure %d", i, extra={"attempt": i})
     assert [(r.getMessage(), getattr(r, "attempt", None)) for r in caplog.records] == [

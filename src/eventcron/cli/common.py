@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventcron import config
-from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure, err
+from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure, count, err
 from eventcron.config import locate
 from eventcron.problems import InvalidInput
 
@@ -41,7 +41,7 @@ def load(args: argparse.Namespace, path: Path | None = None, *,
     except InvalidInput as e:
         err(e.render())
         n = problem_count(e)
-        raise Failure(f"{path} is not valid: {n} problem{'s' if n != 1 else ''}.",
+        raise Failure(f"{path} is not valid: {count(n, 'problem')}.",
                       code) from None
 
 
@@ -88,7 +88,7 @@ class LedgerTarget:
     def invalid(self) -> str:
         """Say that the file is invalid, with the problem count: part of a sentence."""
         n = self.problems
-        return (f"{self.path} is not valid ({n} problem{'s' if n != 1 else ''}; `eventcron"
+        return (f"{self.path} is not valid ({count(n, 'problem')}; `eventcron"
                 " validate` lists them)")
 
 

@@ -13,6 +13,7 @@ from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, Failure, UsageError, out
 from eventcron.cli.service import usable_token
 from eventcron.clock import SystemClock, rfc3339, to_ms
 from eventcron.config.audience import check_id
+from eventcron.text import sentence
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             if key in ("exp", "iat", "nbf") and isinstance(value, int | float):
                 shown = f"{value} ({rfc3339(datetime.fromtimestamp(value, UTC))})"
             out(f"  {key}: {shown}")
-        out(str(info["summary"]).capitalize() + ".")
+        out(sentence(str(info["summary"])) + ".")
         if warning:
             out(f"Warning: {warning}.")
     return EXIT_FAILURE if token.expired(now) else EXIT_OK

@@ -52,7 +52,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for line in table(entries):
         out(line)
     if args.limit and len(entries) == args.limit:
-        out(f"(the newest {args.limit}; --limit 0 shows all, --since and --schedule narrow)",
+        out(f"(the newest {args.limit:,}; --limit 0 shows all, --since and --schedule narrow)",
             sys.stderr)
     return EXIT_OK
 

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final, NoReturn
 
 from eventcron import __version__
@@ -254,9 +254,21 @@ def _since(text: str) -> datetime:
         datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration (24h, 30m, 2d) nor an RFC 3339 time such as"
-            " 2026-12-01T09:00:00Z") from None
+            f"{text!r} is not a time --since accepts; give a duration ago such as 2h or 3d,"
+            " or an RFC 3339 time such as 2026-12-01T09:00:00Z") from None
+    if _is_date(text):  # fromisoformat takes a bare date (as midnight); RFC 3339 does not
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a date without a time; give an RFC 3339 time such as"
+            f" {text.strip()}T00:00:00Z, or a duration ago such as 2h or 3d")
     return _rfc3339(text)  # a time: it still needs its UTC offset
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _positive_int(text: str) -> int:
@@ -266,7 +278,7 @@ def _positive_int(text: str) -> int:
 def _days(text: str) -> int:
     days = _whole(text, 1, "must be at least 1")
     if days > MAX_DIFF_DAYS:
-        raise argparse.ArgumentTypeError(f"{days} days is more than {MAX_DIFF_DAYS}")
+        raise argparse.ArgumentTypeError(f"{days:,} days is more than {MAX_DIFF_DAYS}")
     return days
 
 

@@ -16,7 +16,7 @@ from eventcron.cli.common import database_url, ledger_only, load, open_ledger
 from eventcron.cli.output import EXIT_OK, Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
 from eventcron.firing import plan
-from eventcron.problems import did_you_mean
+from eventcron.problems import did_you_mean, quote_list
 from eventcron.states import STATUSES
 
 if TYPE_CHECKING:
@@ -97,10 +97,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     out(f"Schedules in {cfg.path}:" if cfg is not None else "Schedules in the ledger:")
     for item in schedules:
         c = item["counts"]
-        tally = (f"{c['pending']} pending, {c['delivered']} delivered, {c['failed']} failed,"
-                 f" {c['expired']} expired")
+        tally = (f"{c['pending']:,} pending, {c['delivered']:,} delivered,"
+                 f" {c['failed']:,} failed, {c['expired']:,} expired")
         if c.get("suppressed"):
-            tally += f", {c['suppressed']} suppressed"
+            tally += f", {c['suppressed']:,} suppressed"
         latest_one = item["last_occurrence"]
         if latest_one is not None and latest_one["outcome"] == "skipped":
             tally += (f"; latest occurrence {latest_one['occurrence']} skipped:"
@@ -109,8 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             out(f"  {item['id']}: last fire {item['last_fire'] or 'never'}; {tally}")
             continue
         state = "" if item["enabled"] else " (disabled)"
-        out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']}, {item['users']:,}"
-             f" users; last fire {item['last_fire'] or 'never'}, next"
+        out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']},"
+             f" {count(item['users'], 'user')}; last fire {item['last_fire'] or 'never'}, next"
              f" {item['next_fire'] or 'none'}; {tally}")
     out("Ledger: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
     out(f"Endpoint: {endpoint['url'] or 'unknown without a valid schedule file'}")
@@ -178,7 +178,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         out(f"{rfc3339(from_ms(r.scheduled_for)):<20}  {r.status:<10}  {r.attempts:>5}"
              f"  {code:>4}  {r.schedule_id} / {r.app_user_id} / {r.event_type}{error}")
     if args.limit and len(rows) == args.limit:
-        out(f"(the newest {args.limit}; --limit 0 shows all)", sys.stderr)
+        out(f"(the newest {args.limit:,}; --limit 0 shows all)", sys.stderr)
     return EXIT_OK
 
 
@@ -191,6 +191,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise Failure("suppressed rows are replayed only with --include-suppressed: the"
                       " campaign rules kept them from being sent (see their last error).")
     with ledger_only(args, need_config=True) as (ledger, target):
+        _in_ledger(ledger, filters.schedule, target.url)
         # Replayed rows expire after the file's delivery.expires_after, or the default.
         policy = target.cfg.delivery if target.cfg is not None else config.Delivery()
         if target.problems and not args.dry_run:
@@ -202,14 +203,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     what = ("/".join(filters.status) if filters.status else
             "failed, expired or suppressed" if include else "failed or expired")
     if args.dry_run:
-        out(f"{n:,} {what} events would be replayed (dry run; nothing changed).")
+        out(f"{count(n, f'{what} event')} would be replayed (dry run; nothing changed).")
     else:
         # Rules still apply to them: an opted-out user's row is suppressed again, and quiet
         # hours hold one until they end.
         unless = ", unless the campaign rules still keep them back" if include else ""
-        out(f"{n:,} {what} events are pending again; a running eventcron sends them"
-            f" now{unless}.")
+        out(f"{count(n, f'{what} event')} {'is' if n == 1 else 'are'} pending again; a running"
+            f" eventcron sends {'it' if n == 1 else 'them'} now{unless}.")
     return EXIT_OK
+
+
+def _in_ledger(ledger: Ledger, schedules: tuple[str, ...], url: str) -> None:
+    """Fail when ``--schedule`` names a schedule the ledger has no rows of (a typo, likely)."""
+    from eventcron.ledger import display_url
+
+    missing = [s for s in schedules if not any(ledger.counts(s).values())]
+    if not missing:
+        return
+    known = sorted({*ledger.counts_by_schedule(), *ledger.known_schedules()})
+    hints = "".join(did_you_mean(s, known) for s in missing)
+    raise Failure(f"no schedule {quote_list(missing)} in the ledger {display_url(url)}{hints};"
+                  f" it knows: {', '.join(known) or 'none'}.")
 
 
 def cmd_fire(args: argparse.Namespace) -> int:

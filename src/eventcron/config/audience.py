@@ -8,12 +8,14 @@ batches. Members travel as plain tuples because a fire may cover a million of th
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import io
+import itertools
 import logging
 import re
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -26,6 +28,7 @@ ID_COLUMN: Final = "app_user_id"
 TZ_COLUMN: Final = "timezone"
 MAX_ID_LENGTH: Final = 1024  # characters: ids and event types longer than this are mistakes
 MAX_CSV_PROBLEMS: Final = 20  # per file: after this many, the rest is counted, not listed
+MAX_LISTED: Final = 10_000  # directory entries looked at for a did-you-mean
 CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
@@ -74,7 +77,14 @@ class Audience:
     def _stream(self) -> Iterator[Member]:
         assert self.file is not None
         problems = Problems(MAX_CSV_PROBLEMS)
-        header = _read_header(self.file, problems)
+        try:
+            with _open(self.file) as f:
+                header = _read_header(f, str(self.file), problems)
+        except FileNotFoundError:
+            raise AudienceError(f"cannot stream the audience {self.file}: the file does not"
+                                " exist") from None
+        except OSError as e:
+            raise AudienceError(f"cannot stream the audience {self.file}: {_reason(e)}") from None
         if header is None:
             raise AudienceError(f"cannot stream the audience {self.file}: "
                                 f"{problems.items[0].message if problems else 'unreadable'}")
@@ -171,9 +181,11 @@ def scan_csv(path: Path) -> CsvScan:
 
     Duplicate ids are found by their hashes (a set of ints, not of the ids); only when one
     repeats is the file read a second time, to name the first line of each repeated id.
+    Raises OSError when the file cannot be opened (FileNotFoundError when it does not exist).
     """
     scan = CsvScan(stamp=file_stamp(path))
-    header = _read_header(path, scan.problems)
+    with _open(path) as f:
+        header = _read_header(f, str(path), scan.problems)
     if header is not None:
         scan.columns = tuple(c for c in header if c not in (ID_COLUMN, TZ_COLUMN))
         seen: set[int] = set()
@@ -216,18 +228,12 @@ def _open(path: Path) -> io.TextIOWrapper:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_header(path: Path, problems: Problems) -> list[str] | None:
-    name = str(path)
-
+def _read_header(f: Iterable[str], name: str, problems: Problems) -> list[str] | None:
     def report(message: str) -> None:
         problems.add(name, 1, None, message)
 
     try:
-        with _open(path) as f:
-            row = next(csv.reader(f), None)
-    except FileNotFoundError:
-        report("the audience file does not exist.")
-        return None
+        row = next(RowReader(f), None)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         report(f"cannot read the header: {_reason(e)}.")
         return None
@@ -274,9 +280,9 @@ def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Mem
         report(1, f"cannot open the file: {_reason(e)}.")
         return
     with f:
-        reader = csv.reader(f)
+        rows = RowReader(f)
         try:
-            header = [c.strip() for c in next(reader)]
+            header = [c.strip() for c in next(rows)]
         except (StopIteration, UnicodeDecodeError, csv.Error):
             return  # reported by _read_header
         if ID_COLUMN not in header:
@@ -288,17 +294,17 @@ def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Mem
         line = 1
         while True:
             try:
-                row = next(reader)
+                row = next(rows)
             except StopIteration:
                 return
             except UnicodeDecodeError as e:
-                report(reader.line_num + 1, f"invalid UTF-8 (byte 0x{e.object[e.start]:02x}); the"
-                       " rest of the file was not read.")
+                report(rows.lines_read + 1, f"invalid UTF-8 (byte 0x{e.object[e.start]:02x});"
+                       " the rest of the file was not read.")
                 return
-            except csv.Error as e:
-                report(reader.line_num, f"unreadable row: {_reason(e)}.")
+            except RowError as e:
+                report(e.line, e.message)
                 continue
-            line = reader.line_num
+            line = rows.line
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if len(row) != width:
@@ -318,3 +324,162 @@ def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Mem
                         report(line, problem)
                         continue
             yield line, Member(user, tz, tuple(row[i] for i in extra))
+
+
+class RowError(csv.Error):
+    """A row that cannot be read, at ``line``; reading goes on after it.
+
+    ``str()`` is the reason alone (for "cannot read the header: ..."); ``message`` is the
+    sentence to report for a row.
+    """
+
+    def __init__(self, line: int, reason: str, message: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.message = message
+
+
+class RowReader:
+    """Reads CSV rows from lines, numbering them, and stops an unclosed quote at its line.
+
+    Iterating yields rows; :attr:`line` is then the last line of the row. A row that cannot
+    be read raises :class:`RowError`, and the next row is read after it. An unclosed quote
+    would make one field of the rest of the file (or of 128 KiB of it, where the csv module
+    gives up): it is reported at the line of the quote, that line is skipped, and reading
+    goes on at the next line, so the problems after it are found where they are.
+    """
+
+    def __init__(self, source: Iterable[str]) -> None:
+        self._source = iter(source)
+        self._kept: list[str] = []  # the lines of the row being read
+        self._before = 0  # lines read before the kept ones
+        self._again: list[str] = []  # lines to hand out again, the next one last
+        self._ended = False  # the source ran out while the row was read
+        self._reader = csv.reader(self._feed())
+        self.line = 0
+
+    def __iter__(self) -> RowReader:
+        return self
+
+    @property
+    def lines_read(self) -> int:
+        """How many lines were read so far (the number of the last one)."""
+        return self._before + len(self._kept)
+
+    def __next__(self) -> list[str]:
+        kept = self._kept
+        before = self._before = self._before + len(kept)
+        kept.clear()
+        self._ended = False
+        try:
+            row = next(self._reader)
+        except csv.Error as e:
+            reason = _reason(e)
+            if "field limit" in reason:
+                how = (f"it ran on to line {self.lines_read}, past the limit of"
+                       f" {csv.field_size_limit():,} characters for a field")
+            else:
+                how = f"it ran on to line {self.lines_read}, where {reason}"
+            self._unclosed(how)
+            self.line = self.lines_read
+            raise RowError(self.line, reason, f"unreadable row: {reason}.") from None
+        self.line = before + len(kept)
+        if self._ended:  # a row the end of the file cut short: a quote may be open
+            self._unclosed("it ran on to the end of the file")
+        return row
+
+    def _feed(self) -> Iterator[str]:
+        # A generator, not an iterator class: it is called for every line of a million.
+        kept, again = self._kept, self._again
+        while True:
+            while again:
+                text = again.pop()
+                kept.append(text)
+                yield text
+            for text in self._source:
+                kept.append(text)
+                yield text
+                if again:
+                    break
+            else:
+                self._ended = True
+                return
+
+    def _unclosed(self, how: str) -> None:
+        quote = _open_quote(self._kept, self._before + 1)
+        if quote is None:
+            return
+        last = self.lines_read
+        keep = quote - self._before  # the lines up to the quote's; the others are read again
+        self._again.extend(reversed(self._kept[keep:]))
+        del self._kept[keep:]
+        if self._ended:  # the feed is over: a new one hands out the lines again
+            self._reader = csv.reader(self._feed())
+        self.line = quote
+        reason = f"unclosed quote: a field opens with a quote on this line and never ends ({how})"
+        after = (f"; this line was skipped and reading went on at line {quote + 1}"
+                 if last > quote else "; this line was skipped")
+        raise RowError(quote, reason, f"{reason}{after}.")
+
+
+_START, _FIELD, _QUOTED, _QUOTE = range(4)  # where in a row _open_quote is
+
+
+def _open_quote(lines: list[str], first: int) -> int | None:
+    """Return the line of a quote still open after ``lines`` (line ``first`` onwards), or None.
+
+    Follows the csv module's default dialect without strict checks: a quote opens a field
+    only at its start; inside, two quotes are one and a single quote ends the quoting.
+    """
+    state, opened = _START, 0
+    for number, text in enumerate(lines, first):
+        at, end = 0, len(text)
+        while at < end:
+            if state == _QUOTED:  # skip to the next quote: fields may be 128 KiB long
+                at = text.find('"', at)
+                if at < 0:
+                    break
+                state = _QUOTE
+            else:
+                ch = text[at]
+                if ch == '"' and state in (_START, _QUOTE):
+                    if state == _START:
+                        opened = number
+                    state = _QUOTED
+                elif ch in ",\r\n":
+                    state = _START
+                elif state != _FIELD:
+                    state = _FIELD
+            at += 1
+    return opened if state == _QUOTED else None
+
+
+def missing_hint(path: Path) -> str:
+    """Return a did-you-mean for a file that does not exist, from the files beside it.
+
+    Says so when the folder is missing too; the text goes before the sentence's full stop.
+    """
+    try:
+        names = [p.name for p in itertools.islice(path.parent.iterdir(), MAX_LISTED)]
+    except FileNotFoundError:
+        return f" (nor does the folder {path.parent})"
+    except OSError:
+        return ""
+    # The ending both names share is left out of the comparison: 'optouts.example.csv' is
+    # not a misspelling of 'customers.example.csv', though most of their letters agree.
+    best, score = "", 0.6
+    for other in names:
+        shared = _shared_ending(path.name, other)
+        ratio = difflib.SequenceMatcher(None, path.name[:len(path.name) - shared],
+                                        other[:len(other) - shared]).ratio()
+        if ratio >= score:
+            best, score = other, ratio
+    return f" (did you mean {best!r}?)" if best else ""
+
+
+def _shared_ending(a: str, b: str) -> int:
+    """Return how many characters ``a`` and ``b`` share at their ends."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n

@@ -10,22 +10,28 @@ memory (100,000 of them take about 10 MB): every fire and every attempt asks abo
 from __future__ import annotations
 
 import csv
-import difflib
 import io
-import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from eventcron.config import schema
-from eventcron.config.audience import ID_COLUMN, MAX_CSV_PROBLEMS, _reason, check_id, file_stamp
+from eventcron.config.audience import (
+    ID_COLUMN,
+    MAX_CSV_PROBLEMS,
+    RowError,
+    RowReader,
+    _reason,
+    check_id,
+    file_stamp,
+    missing_hint,
+)
 from eventcron.config.fields import FieldReader
 from eventcron.config.model import Suppression
 from eventcron.config.yamlsource import Node
 from eventcron.problems import Problems, did_you_mean
 
-MAX_LISTED: Final = 10_000  # directory entries looked at for a did-you-mean
 _UNDECODED: Final = re.compile("[\udc80-\udcff]")  # bytes surrogateescape kept as they were
 
 
@@ -50,9 +56,9 @@ def read_optouts(path: Path) -> OptOuts:
     name = str(path)
     users: set[str] = set()
     with _open(path) as f:
-        reader = csv.reader(f)
+        rows = RowReader(f)
         try:
-            header = [c.strip() for c in next(reader)]
+            header = [c.strip() for c in next(rows)]
         except StopIteration:
             found.problems.add(name, 1, None, "the file is empty; it needs a header row naming"
                                f" the {ID_COLUMN} column.")
@@ -67,23 +73,22 @@ def read_optouts(path: Path) -> OptOuts:
         width = len(header)
         while True:
             try:
-                row = next(reader)
+                row = next(rows)
             except StopIteration:
                 break
-            except csv.Error as e:
-                found.problems.add(name, reader.line_num, None,
-                                   f"unreadable row: {_reason(e)}.")
+            except RowError as e:
+                found.problems.add(name, e.line, None, e.message)
                 continue
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if len(row) != width:
                 # A stray comma shifts the columns: the id read could be another user's.
-                found.problems.add(name, reader.line_num, None, f"the row has {len(row)}"
+                found.problems.add(name, rows.line, None, f"the row has {len(row)}"
                                    f" fields but the header has {width}.")
                 continue
             problem = _undecoded(row[at]) or check_id(row[at], ID_COLUMN)
             if problem:
-                found.problems.add(name, reader.line_num, None, problem)
+                found.problems.add(name, rows.line, None, problem)
                 continue
             users.add(row[at])
     found.users = frozenset(users)
@@ -133,14 +138,15 @@ def suppression(r: FieldReader, node: Node) -> Suppression | None:
     try:
         found = read_optouts(path)
     except FileNotFoundError:
-        r.error(value, f"suppress.file: {path} does not exist{_beside(path)}.")
+        r.error(value, f"suppress.file: {path} does not exist{missing_hint(path)}.")
         return None
     except OSError as e:
         r.error(value, f"suppress.file: cannot read {path}: {_reason(e)}.")
         return None
     if found.problems:
-        r.error(value, f"suppress.file: the CSV file {text!r} has problems (listed with their"
-                " own file and line).")
+        r.problems.add(r.name, value.line, value.col, f"suppress.file: the CSV file {text!r}"
+                       " has problems (listed with their own file and line).",
+                       refers=("opt-out file", str(path)))
         r.problems.extend(found.problems.items)
         if found.problems.dropped:
             r.problems.add(str(path), 1, None, f"... and {found.problems.dropped} more"
@@ -148,30 +154,3 @@ def suppression(r: FieldReader, node: Node) -> Suppression | None:
         return None
     return Suppression(path, found.users, found.stamp)
 
-
-def _beside(path: Path) -> str:
-    """Suggest a file of the same folder with a close name, or say the folder is missing."""
-    try:
-        names = [p.name for p in itertools.islice(path.parent.iterdir(), MAX_LISTED)]
-    except FileNotFoundError:
-        return f" (nor does the folder {path.parent})"
-    except OSError:
-        return ""
-    # The ending both names share is left out of the comparison: 'optouts.example.csv' is
-    # not a misspelling of 'customers.example.csv', though most of their letters agree.
-    best, score = "", 0.6
-    for other in names:
-        shared = _shared_ending(path.name, other)
-        ratio = difflib.SequenceMatcher(None, path.name[:len(path.name) - shared],
-                                        other[:len(other) - shared]).ratio()
-        if ratio >= score:
-            best, score = other, ratio
-    return f" (did you mean {best!r}?)" if best else ""
-
-
-def _shared_ending(a: str, b: str) -> int:
-    """Return how many characters ``a`` and ``b`` share at their ends."""
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n

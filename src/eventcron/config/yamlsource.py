@@ -169,6 +169,8 @@ def parse_text(text: str, name: str) -> Node:
         problem = (e.problem or e.context or "unreadable YAML").rstrip(".")
         context = f" ({e.context})" if e.context and e.problem else ""
         message = f"YAML syntax error: {problem}{context}."
+        marks = {m.line for m in (e.problem_mark, e.context_mark) if m is not None}
+        message += next(filter(None, (_cron_hint(text, n + 1) for n in sorted(marks))), "")
         if mark is None:
             raise InvalidInput([Problem(name, 1, None, message)]) from None
         raise InvalidInput([Problem(name, mark.line + 1, mark.column + 1, message)]) from None
@@ -177,6 +179,28 @@ def parse_text(text: str, name: str) -> Node:
     if root is None:
         raise InvalidInput([Problem(name, 1, None, "the file is empty.")])
     return root
+
+
+# A `cron:` key whose value is not quoted, in a block or a flow mapping (`{cron: ...}`).
+_CRON_BLOCK = re.compile(r"\s*(?:-\s+)?cron\s*:[ \t]+(?P<value>[^\s'\"].*)")
+_CRON_FLOW = re.compile(r"[{,]\s*cron\s*:[ \t]+(?P<value>[^\s'\"][^,}]*)")
+
+
+def _cron_hint(text: str, line: int) -> str:
+    """Return a sentence to add to a YAML error on ``line`` of an unquoted cron expression."""
+    lines = text.splitlines()
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    block = _CRON_BLOCK.match(source)
+    found = block or _CRON_FLOW.search(source)
+    if found is None:
+        return ""
+    value = found["value"].split(" #")[0].rstrip()
+    # `*` starts an alias and `@` is reserved: a cron expression must be a quoted string.
+    if not (value[0] in "*@" or " " in value or "*" in value):
+        return ""
+    # In a block mapping the whole rest of the line is the value; in a flow one, perhaps not.
+    example = value if block else "*/5 * * * *"
+    return f' Put cron expressions in quotes: cron: "{example}".'
 
 
 def _position(text: str, index: int) -> tuple[int, int]:
@@ -198,8 +222,9 @@ class _Composer:
     def compose(self, text: str) -> Node | None:
         try:
             return self._compose(text)
-        except _HostileInput as e:
-            raise InvalidInput([Problem(self.name, e.line, e.col, e.message)]) from None
+        except _HostileInput as e:  # `cron: *5 ...` reads as an alias: say to quote it
+            raise InvalidInput([Problem(self.name, e.line, e.col,
+                                        e.message + _cron_hint(text, e.line))]) from None
 
     def _compose(self, text: str) -> Node | None:
         loader = _Parser(text)

@@ -18,6 +18,7 @@ import jwt
 
 from eventcron.clock import rfc3339
 from eventcron.config import TokenSource
+from eventcron.text import count
 
 CREDENTIALS_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd for LoadCredential=
 WARN_BEFORE: Final = timedelta(days=7)  # warn this long before the token expires
@@ -145,9 +146,9 @@ def describe_expiry(token: Token, now: datetime) -> str:
 def _span(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     if seconds >= 2 * 86400:
-        return f"{seconds // 86400} days"
+        return count(seconds // 86400, "day")
     if seconds >= 2 * 3600:
-        return f"{seconds // 3600} hours"
+        return count(seconds // 3600, "hour")
     if seconds >= 120:
-        return f"{seconds // 60} minutes"
-    return f"{seconds} seconds"
+        return count(seconds // 60, "minute")
+    return count(seconds, "second")

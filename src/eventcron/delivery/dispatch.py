@@ -28,6 +28,7 @@ from eventcron.delivery.sender import Sender
 from eventcron.ledger import TRANSIENT, Claimed, Ledger, LedgerThread, Result
 from eventcron.metrics import Metrics
 from eventcron.problems import first_line
+from eventcron.text import count
 
 log = logging.getLogger("eventcron.dispatch")
 
@@ -192,8 +193,8 @@ class Dispatcher:
             if expired:
                 self.stats.expired += expired
                 self.metrics.outcomes["expired"] += expired  # final failures, for alerts
-                log.warning("%d events expired before they could be delivered"
-                            " (delivery.expires_after)", expired)
+                log.warning("%s expired before they could be delivered"
+                            " (delivery.expires_after)", count(expired, "event"))
         self._wake.clear()
         rows = await self.db.call(self.ledger.claim, self.owner, now_ms, want,
                                   ms(self.policy.claim_lease))
@@ -395,8 +396,9 @@ class Dispatcher:
                 self._ledger_failed = True
                 failures += 1
                 delay = _backoff(failures)
-                log.error("cannot record %d results in the ledger (%s); keeping them and"
-                          " retrying in %.1fs", len(self._results), first_line(e), delay)
+                log.error("cannot record %s in the ledger (%s); keeping them and"
+                          " retrying in %.1fs", count(len(self._results), "result"),
+                          first_line(e), delay)
                 await asyncio.sleep(delay)
 
     async def _renew_loop(self) -> None:
@@ -471,15 +473,16 @@ class Dispatcher:
             except TRANSIENT as e:
                 # Unrecorded results stay claimed until the lease ends, then are sent
                 # again with the same Idempotency-Key: late, never lost.
-                log.error("cannot record %d results at shutdown (%s)%s", len(self._results),
+                log.error("cannot record %s at shutdown (%s)%s",
+                          count(len(self._results), "result"),
                           first_line(e), "; retrying" if attempt < 2 else "")
                 await asyncio.sleep(0.5)
         if left:
             try:
                 await self.db.call(self.ledger.release, [r.id for r in left], self.owner)
             except TRANSIENT as e:
-                log.error("cannot release %d claims (%s); they expire on their own",
-                          len(left), first_line(e))
+                log.error("cannot release %s (%s); they expire on their own",
+                          count(len(left), "claim"), first_line(e))
         return len(left)
 
 

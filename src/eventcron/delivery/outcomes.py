@@ -44,7 +44,7 @@ class Tally:
     def __init__(self, stats: Stats, metrics: Metrics) -> None:
         self.stats = stats
         self.metrics = metrics
-        self._failures = Limiter(log, "final failures", per_interval=20)
+        self._failures = Limiter(log, "final failure", per_interval=20)
 
     def decided(self, row: Claimed, outcome: Outcome, decision: Decision) -> None:
         """Count and tell what an attempt (or a 401 hold) made of a row."""

@@ -20,7 +20,7 @@ import httpx
 from eventcron import __version__
 from eventcron.delivery.auth import Token
 from eventcron.delivery.retry import Outcome, classify, parse_retry_after
-from eventcron.delivery.transport import AiohttpTransport, default_ssl_context
+from eventcron.delivery.transport import AiohttpTransport, ConnectFailure, default_ssl_context
 
 USER_AGENT: Final = f"eventcron/{__version__}"
 MAX_ERROR_BODY: Final = 512  # bytes of an error response kept for last_error
@@ -146,6 +146,8 @@ async def _read_some(response: httpx.Response, keep: int) -> str:
 def _describe(e: httpx.TransportError) -> str:
     name = type(e).__name__
     text = str(e).strip()
+    if isinstance(e, ConnectFailure):
+        return text  # already says why: refused, no such host
     if isinstance(e, httpx.ConnectError):
         return f"cannot connect: {text or name}"
     if isinstance(e, httpx.RemoteProtocolError):

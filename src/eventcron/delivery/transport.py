@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import ssl
 import weakref
 from collections.abc import AsyncIterator
@@ -39,6 +40,9 @@ CHUNK: Final = 64 * 1024  # bytes read per step of a response body
 # failure into a ClientOSError whose cause is the reset).
 _DROPPED: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _DROPPED_ERRNOS: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+# getaddrinfo's answers that the name does not exist (others: the resolver itself failed).
+_NO_SUCH_NAME: Final = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)})
 
 log = logging.getLogger("eventcron.transport")
 
@@ -70,6 +74,30 @@ class _Connector(aiohttp.TCPConnector):
 def default_ssl_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """Return a verifying context: the given CA bundle, else certifi's (as httpx uses)."""
     return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+
+
+class ConnectFailure(httpx.ConnectError):
+    """Connecting failed; the message is already a sentence, such as ``no such host x``."""
+
+
+def connect_failure(e: aiohttp.ClientConnectorError) -> str:
+    """Say why connecting failed, for a person: ``connection refused by 127.0.0.1:8080``.
+
+    aiohttp's own text (``Cannot connect to host … ssl:default [Connect call failed …]``)
+    names its internals, not the cause.
+    """
+    host = f"[{e.host}]" if ":" in e.host else e.host
+    where = f"{host}:{e.port}"
+    cause = e.os_error
+    if isinstance(e, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
+        if cause.errno in _NO_SUCH_NAME:
+            return f"no such host {e.host}"
+        return f"cannot look up host {e.host}: {cause.strerror or cause}"
+    if isinstance(cause, ConnectionRefusedError) or cause.errno == errno.ECONNREFUSED:
+        return f"connection refused by {where}"
+    if isinstance(e, aiohttp.ClientSSLError):
+        return f"the TLS handshake with {where} failed: {cause}"
+    return f"cannot connect to {where}: {cause.strerror or cause}"
 
 
 class _Body(httpx.AsyncByteStream):
@@ -203,7 +231,7 @@ def _mapped(e: BaseException, request: httpx.Request) -> httpx.TransportError:
             return httpx.ConnectTimeout(text, request=request)
         return httpx.ReadTimeout(text, request=request)
     if isinstance(e, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(text, request=request)
+        return ConnectFailure(connect_failure(e), request=request)
     if isinstance(e, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
                   | aiohttp.ClientResponseError):
         return httpx.RemoteProtocolError(text, request=request)

@@ -25,6 +25,7 @@ from eventcron.config.audience import Member
 from eventcron.firing.plan import Job
 from eventcron.ledger import CapSlot, LedgerThread, NewRow
 from eventcron.metrics import Metrics
+from eventcron.text import count
 from eventcron.timing import jitter_delay
 
 log = logging.getLogger("eventcron.firing")
@@ -236,8 +237,9 @@ class Firer:
             self.on_enqueued()
             if time.monotonic() - last_report >= PROGRESS_EVERY:
                 last_report = time.monotonic()
-                log.info("firing %s at %s: %s users enqueued so far (%.0f/s)", job.key,
-                         rfc3339(nominal), f"{total:,}", total / (last_report - began))
+                log.info("firing %s at %s: %s enqueued so far (%s/s)", job.key,
+                         rfc3339(nominal), count(total, "user"),
+                         f"{total / (last_report - began):,.0f}")
         now_ms = self._now_ms()
         if owned:
             await self.db.call(ledger.finish_fire, sid, zone, nominal_ms, added, now_ms,
@@ -250,9 +252,11 @@ class Firer:
         self.metrics.last_fire(sid, nominal.timestamp())
         ruled = Ruled(suppressed, expired)
         self._count(ruled)
-        again = f" ({total - added:,} were already queued)" if total != added else ""
-        log.info("fired %s at %s%s: %s users enqueued%s%s", job.key, rfc3339(nominal),
-                 f" ({why})" if why else "", f"{added:,}", again, ruled.describe(),
+        present = total - added
+        again = (f" ({present:,} {'was' if present == 1 else 'were'} already queued)"
+                 if present else "")
+        log.info("fired %s at %s%s: %s enqueued%s%s", job.key, rfc3339(nominal),
+                 f" ({why})" if why else "", count(added, "user"), again, ruled.describe(),
                  extra=_fired(job, nominal, added, ruled))
         return Enqueued(total, added)
 
@@ -295,8 +299,8 @@ class Firer:
             self._count(ruled)
             self.metrics.fires.inc()
             self.metrics.last_fire(job.schedule.id, nominal.timestamp())
-            log.info("fired %s at %s: %s users enqueued%s", job.key, rfc3339(nominal),
-                     f"{n:,}", ruled.describe(), extra=_fired(job, nominal, n, ruled))
+            log.info("fired %s at %s: %s enqueued%s", job.key, rfc3339(nominal),
+                     count(n, "user"), ruled.describe(), extra=_fired(job, nominal, n, ruled))
         self.metrics.enqueued.inc(total)
         return total
 

@@ -135,8 +135,8 @@ class Daemon:
         """Run until asked to stop; return the exit code."""
         installed = self._install_signals()
         cfg, upkeep = self.config, self.upkeep
-        log.info("eventcron starting: %d schedules from %s, ledger %s, endpoint %s",
-                 len(cfg.schedules), cfg.path, display_url(self.db.ledger.url),
+        log.info("eventcron starting: %s from %s, ledger %s, endpoint %s",
+                 count(len(cfg.schedules), "schedule"), cfg.path, display_url(self.db.ledger.url),
                  cfg.endpoint.url)
         _warn_rules(cfg)
         self.connection.warn(self.clock.now())
@@ -160,8 +160,10 @@ class Daemon:
             released = await self.db.call(self.db.ledger.release_dead_owners,
                                           lambda owner: owner_is_dead(owner, self.owner))
             if released:
-                log.info("released %d claims of eventcron processes on this host that died",
-                         released)
+                log.info("released %s of eventcron processes on this host that died",
+                         count(released, "claim"))
+            _note_others(await self.db.call(self.db.ledger.instances), self.owner,
+                         to_ms(started))
             prepared = await self.firing.prepare(started)
             await self.audit.started(self.config, prepared.cancelled,
                                      suppressed=prepared.suppressed)
@@ -186,7 +188,7 @@ class Daemon:
             self.notifier.status(upkeep.status_line())
             if self.on_ready is not None:
                 self.on_ready()
-            log.info("eventcron ready: %d jobs scheduled", len(self.firing.state.jobs))
+            log.info("eventcron ready: %s scheduled", count(len(self.firing.state.jobs), "job"))
             if self.watch:
                 start(upkeep.watch_files(self.request_reload), "eventcron-watch")
             start(upkeep.watch_token(), "eventcron-token")
@@ -239,8 +241,10 @@ class Daemon:
             log.warning("cannot mark this instance stopped in the ledger: %s", first_line(e))
         await asyncio.to_thread(self.db.close)
         took = monotonic() - self.started_at
-        cut = f"; {left} requests in flight were cut short and stay pending" if left else ""
-        log.info("eventcron stopped after %s: %d fires, %s%s", _span(took), self.firing.fires,
+        cut = (f"; {count(left, 'request')} in flight cut short stay pending" if left
+               else "")
+        log.info("eventcron stopped after %s: %s, %s%s", _span(took),
+                 count(self.firing.fires, "fire"),
                  self.dispatcher.stats.line(), cut)
 
     async def health(self) -> Health:
@@ -282,9 +286,12 @@ class Daemon:
         except InvalidInput as e:
             self.metrics.reload_failures.inc()
             sha256 = await asyncio.to_thread(_sha256_of, path)
-            log.error("reload (%s): %s is not valid, still running the previous version:\n%s",
-                      why, path, e.render(), extra={"file": str(path), "sha256": sha256,
-                                                    "why": why, "problems": e.count})
+            # Name the file to fix: an audience CSV when all its problems are there.
+            at_fault = e.culprits(str(path))
+            log.error("reload (%s): %s %s not valid, still running the previous version:\n%s",
+                      why, " and ".join(at_fault), "is" if len(at_fault) == 1 else "are",
+                      e.render(), extra={"file": str(path), "sha256": sha256, "why": why,
+                                         "problems": e.count})
             self.audit.refused(path, sha256, e.count)
             return False
         self.metrics.reloads.inc()
@@ -338,6 +345,18 @@ def _warn_rules(cfg: config.Config) -> None:
     """Log the campaign rules that defeat themselves (as ``validate`` warns of them)."""
     for warning in campaign.warnings(cfg):
         log.warning("%s", warning)
+
+
+def _note_others(instances: list[Instance], me: str, now_ms: int) -> None:
+    """Say which other instances run on this ledger (their heartbeats) and that it is safe."""
+    others = [i for i in instances
+              if i.name != me and i.alive(now_ms) and not owner_is_dead(i.name, me)]
+    if others:
+        log.info("%s already running on this ledger (%s); that is safe: each event is claimed"
+                 " by one instance at a time, and each occurrence enqueued once",
+                 "another instance is" if len(others) == 1
+                 else f"{count(len(others), 'other instance')} are",
+                 "; ".join(f"{i.host} pid {i.pid}" for i in others))
 
 
 def _sha256_of(path: Path) -> str:

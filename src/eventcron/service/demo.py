@@ -24,6 +24,7 @@ from eventcron.delivery.retry import Decision, Outcome
 from eventcron.ledger import Claimed, Ledger
 from eventcron.service.daemon import Daemon
 from eventcron.testing import Faults, Sink, make_token
+from eventcron.text import count
 
 DEMO_DURATION: Final = 20.0  # seconds
 DEMO_TOKEN_LIFETIME: Final = 30 * 86400.0  # seconds: long enough not to warn of expiry
@@ -114,7 +115,7 @@ async def run_demo(duration: float = DEMO_DURATION, *, keep: bool = False,
                         watch=False, drain_timeout=2.0)
         print(f"eventcron demo: sending to a local receiver at {sink.url}\n"
               f"which refuses about 15% of requests (503) and throttles about 5% (429) on"
-              f" purpose.\nSchedules: demo:tick every 3s to {len(DEMO_USERS)} users,"
+              f" purpose.\nSchedules: demo:tick every 3s to {count(len(DEMO_USERS), 'user')},"
               f" demo:minute every minute. Running for {duration:g}s (Ctrl-C stops early).\n",
               file=out, flush=True)
         loop = asyncio.get_running_loop()
@@ -127,23 +128,24 @@ async def run_demo(duration: float = DEMO_DURATION, *, keep: bool = False,
         by_status: dict[int, int] = {}
         for r in received:
             by_status[r.status] = by_status.get(r.status, 0) + 1
-        statuses = ", ".join(f"{n} x {code}" for code, n in sorted(by_status.items()))
+        statuses = ", ".join(f"{n:,} x {code}" for code, n in sorted(by_status.items()))
         ledger_view = Ledger.open(cfg.database)
         try:
             counts = ledger_view.counts()
         finally:
             ledger_view.close()
-        print(f"\nSummary after {took:.0f}s: {printer.delivered} events delivered to"
-              f" {len(printer.users)} users; {printer.retries} retries after injected faults;"
-              f" {printer.failed} failed.", file=out)
-        print(f"The receiver answered {len(received)} requests ({statuses}); events it"
-              f" accepted twice: {len(dupes)}.", file=out)
+        print(f"\nSummary after {took:.0f}s: {count(printer.delivered, 'event')} delivered to"
+              f" {count(len(printer.users), 'user')};"
+              f" {count(printer.retries, 'retry', 'retries')} after injected faults;"
+              f" {printer.failed:,} failed.", file=out)
+        print(f"The receiver answered {count(len(received), 'request')} ({statuses}); events"
+              f" it accepted twice: {len(dupes):,}.", file=out)
         pending = ""
         if counts["pending"]:
             pending = (" (the pending ones were due after the demo stopped; a restart with"
                        " this ledger would send them: --keep keeps it)" if not keep else
                        " (the pending ones were due after the demo stopped)")
-        print("Ledger: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + pending
+        print("Ledger: " + ", ".join(f"{n:,} {s}" for s, n in counts.items() if n) + pending
               + ".", file=out)
         if keep:
             print(f"Kept {folder} (schedules.yaml, eventcron.db, received.jsonl).", file=out)

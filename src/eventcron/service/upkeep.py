@@ -25,6 +25,7 @@ from eventcron.metrics import Metrics
 from eventcron.problems import first_line
 from eventcron.service.connection import Connection
 from eventcron.service.notify import Notifier
+from eventcron.text import count
 
 log = logging.getLogger("eventcron")
 
@@ -132,8 +133,8 @@ class Upkeep:
                 log.warning("cannot prune old ledger rows: %s", first_line(e))
             else:
                 if n:
-                    log.info("pruned %d delivered, failed, expired, cancelled or suppressed"
-                             " rows older than delivery.retention (%s)", n,
+                    log.info("pruned %s older than delivery.retention (%s)",
+                             count(n, "delivered, failed, expired, cancelled or suppressed row"),
                              config.format_duration(policy.retention))
             await asyncio.sleep(RETENTION_INTERVAL)
 
