@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from eventcron.config import TokenSource
+from eventcron.delivery import auth
 from eventcron.delivery.auth import (
     Token,
     TokenError,
@@ -67,6 +68,9 @@ def test_unusable_tokens_are_sentences_that_never_quote_the_token(
         path.write_text("\n")
     elif setup == "no-credentials":
         source = TokenSource("credential", "token")
+        # Empty stores, whatever this host's /etc/credstore holds.
+        monkeypatch.setattr(auth, "CREDSTORE_DIRS", (tmp_path / "credstore",))
+        monkeypatch.setattr(auth, "CREDSTORE_ENCRYPTED_DIRS", (tmp_path / "encrypted",))
     elif setup == "binary":
         path.write_bytes(b"\xff\xfe" + secret_part.encode())
     elif setup == "two-words":

@@ -16,7 +16,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final, NoReturn
 
 from eventcron import __version__
-from eventcron.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Failure, UsageError, err
+from eventcron.cli.output import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Failure,
+    UsageError,
+    err,
+)
 from eventcron.clock import SystemClock
 from eventcron.config import locate
 from eventcron.states import REPLAYABLE, STATUSES
@@ -25,6 +33,83 @@ DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
 DEFAULT_DIFF_DAYS: Final = 7  # days of occurrences `diff` compares
 MAX_DIFF_DAYS: Final = 366  # a year: more is a listing, not a review
 DEFAULT_LIST_LIMIT: Final = 50  # rows `deliveries` shows unless told otherwise
+
+_USAGE: Final = (EXIT_USAGE, "usage error: an unknown option or a bad value")
+_LEDGER: Final = (EXIT_FAILURE, "the schedule file or the ledger could not be read")
+# What each command's --help ends with: examples, then its exit statuses, as the command's
+# module returns them (cli/diff.py, cli/service.py, ...): keep the two in step.
+_GUIDE: Final[dict[str, tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]] = {
+    "validate": (("eventcron validate schedules.yaml",
+                  "eventcron validate --config /etc/eventcron/schedules.yaml"),
+                 ((EXIT_OK, "the file is valid"),
+                  (EXIT_FAILURE, "the file is invalid or missing (every problem is printed)"),
+                  _USAGE)),
+    "next": (("eventcron next --schedule checkin --count 3",
+              "eventcron next --cron '0 9 * * 1-5' --timezone Europe/Berlin",
+              "eventcron next --user u-42 --json"),
+             ((EXIT_OK, "the fire times were listed"),
+              (EXIT_FAILURE, "an invalid or missing file, a bad cron expression, or no such"
+                            " schedule or user"),
+              _USAGE)),
+    "schema": (("eventcron schema > schedules.schema.json",
+                "eventcron schema | jq '.properties | keys'"),
+               ((EXIT_OK, "the schema was printed"), _USAGE)),
+    "diff": (("eventcron diff schedules.yaml",
+              "eventcron diff new.yaml --against schedules.yaml --days 30",
+              "eventcron diff --json > change.json"),
+             ((EXIT_OK, "no difference"), (EXIT_FAILURE, "differences (printed)"),
+              (EXIT_USAGE, "trouble: a file or the ledger could not be compared, or a usage"
+                           " error"))),
+    "run": (("eventcron run --config /etc/eventcron/schedules.yaml",
+             "eventcron run --metrics 127.0.0.1:9108 --log-format json"),
+            ((EXIT_OK, "stopped by SIGTERM or SIGINT"),
+             (EXIT_FAILURE, "a trouble that may pass: the database unreachable or busy, the"
+                            " metrics address taken"),
+             _USAGE,
+             (EXIT_CONFIG, "a configuration that cannot start: an invalid file, no usable"
+                           " token, a ledger that cannot be written"))),
+    "demo": (("eventcron demo", "eventcron demo --duration 1m --keep"),
+             ((EXIT_OK, "events were delivered"), (EXIT_FAILURE, "no event was delivered"),
+              _USAGE)),
+    "send": (("eventcron send --user u-42 --event-type trial_ending",
+              "eventcron send --user u-42 --event-type plan_changed --data '{\"plan\": \"pro\"}'"),
+             ((EXIT_OK, "the event was delivered"),
+              (EXIT_FAILURE, "not delivered, or the schedule file could not be read"),
+              (EXIT_USAGE, "usage error: --data is not a JSON object, or a bad option"))),
+    "status": (("eventcron status",
+                "eventcron status --json --database /var/lib/eventcron/ledger.db"),
+               ((EXIT_OK, "the status was shown"), _LEDGER, _USAGE)),
+    "history": (("eventcron history --since 24h",
+                 "eventcron history --schedule checkin --limit 10 --json",
+                 "eventcron history --changes"),
+                ((EXIT_OK, "the history was listed"), _LEDGER, _USAGE)),
+    "deliveries": (("eventcron deliveries --status failed --since 2h",
+                    "eventcron deliveries --user u-42 --limit 0 --json"),
+                   ((EXIT_OK, "the rows were listed"), _LEDGER, _USAGE)),
+    "replay": (("eventcron replay --status failed --schedule checkin --dry-run",
+                "eventcron replay --status expired --since 3d"),
+               ((EXIT_OK, "the rows were put back (or counted, with --dry-run)"),
+                (EXIT_FAILURE, "no such schedule in the ledger, suppressed rows without"
+                               " --include-suppressed, or the ledger could not be read"),
+                _USAGE)),
+    "fire": (("eventcron fire checkin --dry-run",
+              "eventcron fire checkin --occurrence 2026-12-01T09:00:00Z"),
+             ((EXIT_OK, "the occurrence was enqueued (or counted, with --dry-run)"),
+              (EXIT_FAILURE, "no such or a disabled schedule, an occurrence still to come or"
+                             " expired, or the ledger could not be written"),
+              _USAGE)),
+    "token": (("eventcron token", "eventcron token --json"),
+              ((EXIT_OK, "the token is readable and has not expired"),
+               (EXIT_FAILURE, "the token has expired or cannot be read, or the schedule file"
+                              " is invalid"),
+               _USAGE)),
+    "sink": (("eventcron sink --port 8080 --record requests.jsonl",
+              "eventcron sink --fail-rate 0.2 --throttle-rate 0.1 --retry-after 2s",
+              "eventcron sink --down-after 30s --down-for 10s --down-every 2m"),
+             ((EXIT_OK, "stopped by SIGINT or SIGTERM"),
+              (EXIT_FAILURE, "cannot listen on the address or write the --record file"),
+              _USAGE)),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, where: str) -> argparse.ArgumentParser:
         # ``where`` is "module:function" in this package, imported when the command runs.
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p, top=False)
         p.set_defaults(func=where, parser=p)
         return p
@@ -162,27 +248,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sink", "run a local receiver that speaks the Inbound Events API",
                 "endpoint:cmd_sink")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=_non_negative_int, default=8080,
                    help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--path", default="/api/v1/webhook/event", help="the endpoint path")
-    p.add_argument("--secret", help="check HS256 signatures of tokens with this secret")
-    p.add_argument("--record", metavar="FILE", help="append each request as a JSON line")
+    p.add_argument("--path", default="/api/v1/webhook/event",
+                   help="the endpoint path (default %(default)s)")
+    # A secret on the command line shows in `ps`: offer a file and the environment too.
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--secret",
+                       help="check HS256 signatures of tokens with this secret; it shows in"
+                            " ps, so prefer --secret-file or $EVENTCRON_SINK_SECRET (give one"
+                            " of the three; default: no check)")
+    given.add_argument("--secret-file", metavar="FILE", dest="secret", type=_secret_file,
+                       help="read the HS256 secret from FILE, one trailing newline dropped"
+                            " (instead of --secret or $EVENTCRON_SINK_SECRET; default: none)")
+    p.add_argument("--record", metavar="FILE",
+                   help="append each request as a JSON line (default: not recorded)")
     p.add_argument("--fail-rate", type=_share, default=0.0, metavar="SHARE",
-                   help="share of requests answered with --fail-status (0-1)")
-    p.add_argument("--fail-status", type=int, default=503, metavar="CODE")
+                   help="share of requests answered with --fail-status, 0 to 1 (default 0)")
+    p.add_argument("--fail-status", type=int, default=503, metavar="CODE",
+                   help="HTTP status of the failed answers (default %(default)s)")
     p.add_argument("--throttle-rate", type=_share, default=0.0, metavar="SHARE",
-                   help="share of requests answered 429 with Retry-After")
-    p.add_argument("--retry-after", type=_duration, default=1.0, metavar="TIME")
+                   help="share of requests answered 429 with Retry-After, 0 to 1 (default 0)")
+    p.add_argument("--retry-after", type=_duration, default=1.0, metavar="TIME",
+                   help="the Retry-After of the 429 answers (default 1s)")
     p.add_argument("--latency", type=_duration, default=0.0, metavar="TIME",
-                   help="added before each answer")
+                   help="added before each answer (default 0s)")
     p.add_argument("--down-after", type=_duration, default=None, metavar="TIME",
-                   help="stop listening this long after start")
-    p.add_argument("--down-for", type=_duration, default=0.0, metavar="TIME")
+                   help="stop listening this long after start (default: never)")
+    p.add_argument("--down-for", type=_duration, default=0.0, metavar="TIME",
+                   help="how long each outage lasts (default 0s: back at once)")
     p.add_argument("--down-every", type=_duration, default=None, metavar="TIME",
-                   help="repeat the outage this often")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+                   help="repeat the outage this often (default: once)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fault draws (default %(default)s)")
     return parser
+
+
+def _epilog(command: str) -> str:
+    """Return the end of ``command``'s --help: its examples and exit statuses (_GUIDE)."""
+    examples, statuses = _GUIDE[command]
+    return "\n".join(["Examples:", *(f"  {e}" for e in examples), "", "Exit status:",
+                      *(f"  {code:<3} {meaning}" for code, meaning in statuses)])
 
 
 def _filters(p: argparse.ArgumentParser,
@@ -201,6 +308,18 @@ def _listen(text: str) -> tuple[str, int]:
 
     try:
         return config.parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _secret_file(text: str) -> str:
+    # Imported here: the sink's module is not needed by any other command.
+    from pathlib import Path
+
+    from eventcron.testing.command import read_secret_file
+
+    try:
+        return read_secret_file(Path(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
