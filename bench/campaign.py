@@ -3,28 +3,19 @@
 The same audience fired twice into fresh SQLite ledgers, each in a child process of its
 own (so each peak resident memory is that fire's alone): once with no campaign rules (the
 baseline, measured in the same run), once with ``limits.per_user: 1/day``, a suppression
-file listing every tenth user, and quiet hours. ``python -m bench.campaign FOLDER``
-prints one JSON line for the file in FOLDER.
+file listing every tenth user, and quiet hours. Each is fired by the fan-out benchmark's
+child (``python -m bench.fanout FOLDER 0``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import Figure, write_csv
-from eventcron import config
-from eventcron.clock import SystemClock
-from eventcron.firing import plan
-from eventcron.firing.firer import Firer
-from eventcron.ledger import Ledger, LedgerThread
 
 TARGET_RATIO = 2.0  # the rules may at most double the time of a fire
 OPTED_OUT_SHARE = 10  # every tenth user is on the suppression list
@@ -53,34 +44,8 @@ schedules:
 """
 
 
-def child(folder: Path) -> dict[str, float]:
-    """Validate the file, then fire once; report times, rows by state and peak RSS."""
-    began = time.perf_counter()
-    cfg = config.load(folder / "schedules.yaml")
-    validated = time.perf_counter() - began
-    (job,) = plan.jobs(cfg)
-    ledger = Ledger.open(cfg.database)
-    db = LedgerThread(ledger)
-    nominal = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
-
-    async def fire() -> int:
-        from eventcron.campaign import Rules
-
-        firer = Firer(db, SystemClock(), cfg.delivery, lambda: None, rules=Rules(cfg))
-        return (await firer.fire(job, nominal)).added
-
-    began = time.perf_counter()
-    added = asyncio.run(fire())
-    fired = time.perf_counter() - began
-    counts = ledger.counts()
-    db.close()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"validate": validated, "fire": fired, "added": added, "rss_mb": rss_mb,
-            "pending": counts.get("pending", 0), "suppressed": counts.get("suppressed", 0)}
-
-
 def _measure(folder: Path) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-m", "bench.campaign", str(folder)],
+    out = subprocess.run([sys.executable, "-m", "bench.fanout", str(folder), "0"],
                          capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent.parent)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,7 +84,3 @@ def run(users: int) -> list[Figure]:
                rules["rss_mb"] <= TARGET_RATIO * plain["rss_mb"],
                f"without rules: {plain['rss_mb']:.0f} MB", rules["rss_mb"] / plain["rss_mb"]),
     ]
-
-
-if __name__ == "__main__":
-    print(json.dumps(child(Path(sys.argv[1]))))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import Figure, write_csv
 from eventcron import config
+from eventcron.campaign import Rules
 from eventcron.clock import SystemClock
 from eventcron.firing import plan
 from eventcron.firing.firer import Firer
@@ -39,15 +40,19 @@ def child(folder: Path, users: int) -> dict[str, float]:
     nominal = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
 
     async def fire() -> int:
-        firer = Firer(db, SystemClock(), cfg.delivery, lambda: None)
+        # The daemon's way: with the file's campaign rules (none in a plain file, and then
+        # firing takes its fast path); bench/campaign.py fires a file with rules.
+        firer = Firer(db, SystemClock(), cfg.delivery, lambda: None, rules=Rules(cfg))
         return (await firer.fire(job, nominal)).added
 
     began = time.perf_counter()
     added = asyncio.run(fire())
     fired = time.perf_counter() - began
+    counts = ledger.counts()
     db.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"validate": validated, "fire": fired, "added": added, "rss_mb": rss_mb}
+    return {"validate": validated, "fire": fired, "added": added, "rss_mb": rss_mb,
+            "pending": counts.get("pending", 0), "suppressed": counts.get("suppressed", 0)}
 
 
 def baseline(folder: Path, users: int) -> float:

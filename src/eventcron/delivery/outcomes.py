@@ -92,20 +92,20 @@ class Tally:
     def suppressed(self, row: Claimed, reason: str) -> None:
         """Count a row not sent because its user opted out (a line only with --verbose)."""
         self.stats.suppressed += 1
-        self.metrics.outcome("suppressed")
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("event %s (%s, user %s) suppressed: %s", row.event_id, row.schedule_id,
-                      row.app_user_id, reason,
-                      extra=event_fields(row, "suppressed", row.attempts, None, reason))
+        self._ruled(row, "suppressed", f"suppressed: {reason}", reason)
 
     def quiet(self, row: Claimed, reason: str) -> None:
         """Count a row held by quiet hours (no attempt spent; a line only with --verbose)."""
         self.stats.quiet += 1
-        self.metrics.outcome("quiet")
+        self._ruled(row, "quiet", reason, reason)
+
+    def _ruled(self, row: Claimed, label: str, said: str, reason: str) -> None:
+        # A campaign rule kept the row from being sent now: counted, told only with --verbose.
+        self.metrics.outcome(label)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("event %s (%s, user %s) %s", row.event_id, row.schedule_id,
-                      row.app_user_id, reason,
-                      extra=event_fields(row, "quiet", row.attempts, None, reason))
+                      row.app_user_id, said,
+                      extra=event_fields(row, label, row.attempts, None, reason))
 
     def final(self, row: Claimed, status: str, reason: str | None, attempt: int,
               status_code: int | None) -> None:
