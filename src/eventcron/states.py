@@ -18,3 +18,6 @@ REPLAYABLE: Final = ("failed", "expired")
 # How the reason of a row held by quiet hours starts (it is pending, not failing): the
 # dispatcher writes it, and the endpoint's health leaves such rows out.
 QUIET_HOLD: Final = "held for quiet hours"
+# The schedule id under which the ledger records the events of `eventcron send`: no schedule
+# of a file may take it.
+SEND_SCHEDULE: Final = "-"

@@ -67,6 +67,7 @@ def test_send_says_the_connection_was_refused_or_the_host_does_not_exist(
         run: Run, tmp_path: Path) -> None:
     port = closed_port()
     setup_folder(tmp_path, url=f"http://127.0.0.1:{port}/api/v1/webhook/event")
+    Ledger.open(f"sqlite:///{tmp_path / 'eventcron.db'}").close()  # as `run` creates it
     refused = run("send", "--user", "u1", "--event-type", "a:b")
     assert refused.returncode == 1
     assert refused.stderr.startswith(

@@ -178,6 +178,7 @@ def test_send_posts_one_event(run: Run, tmp_path: Path) -> None:
     sink = start_sink(tmp_path)
     try:
         setup_folder(tmp_path, url=sink.url)
+        Ledger.open(f"sqlite:///{tmp_path / 'eventcron.db'}").close()  # as `run` creates it
         result = run("send", "--user", "u_42", "--event-type", "user:location:change",
                      "--data", '{"city": "Berlin"}')
         assert result.returncode == 0, result.stderr
@@ -197,6 +198,7 @@ def test_send_reports_a_refusal(run: Run, tmp_path: Path) -> None:
     sink = start_sink(tmp_path)
     try:
         setup_folder(tmp_path, url=sink.url)
+        Ledger.open(f"sqlite:///{tmp_path / 'eventcron.db'}").close()
         (tmp_path / "token").write_text(make_token("x" * 40, expires_in=600, now=time.time()))
         result = run("send", "--user", "u_42", "--event-type", "a:b")
         assert result.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,10 @@ def test_the_token_never_appears_in_any_output(run: Run, tmp_path: Path) -> None
         outputs.append(run("validate").stderr)
         outputs.append(run("token").stdout)
         path.write_text(path.read_text().replace("  - {id: broken\n", ""))
+        # A send with the rejected token: its 401 is printed and recorded in the ledger.
+        sent = run("send", "--user", "u9", "--event-type", "a:b")
+        assert sent.returncode == 1 and "HTTP 401" in sent.stderr, sent.stderr
+        outputs += [sent.stdout, sent.stderr]
         token_file.write_text(good)
         daemon.popen.send_signal(signal.SIGHUP)
         wait_for(lambda: "resuming deliveries" in daemon.stderr(), 30, "the resume")
@@ -52,7 +57,8 @@ def test_the_token_never_appears_in_any_output(run: Run, tmp_path: Path) -> None
         sink.proc.stop()
     assert code == 0
     for command in (["token"], ["token", "--json"], ["status", "--json"], ["status"],
-                    ["deliveries", "--json", "--limit", "0"], ["--verbose", "validate"]):
+                    ["deliveries", "--json", "--limit", "0"], ["validate"],
+                    ["history", "--json", "--limit", "0"], ["deliveries", "--schedule", "-"]):
         result = run(*command)
         outputs += [result.stdout, result.stderr]
     outputs += [daemon.stdout(), daemon.stderr(), sink.proc.stdout(), sink.proc.stderr(),
@@ -60,6 +66,7 @@ def test_the_token_never_appears_in_any_output(run: Run, tmp_path: Path) -> None
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("eventcron.db*"))
     everything = "\n".join(outputs)
     assert "rejected the token" in everything  # the 401 was reported ...
+    assert "- / u9 / a:b" in everything  # ... and the send's row is in what was searched
     for secret in secrets_:
         assert secret not in everything  # ... without the token, anywhere
         assert secret.encode() not in stored
@@ -121,8 +128,14 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     # Point ExecStart at the installed command so verify can check it exists.
     unit.write_text(UNIT.read_text().replace("/opt/eventcron/bin/eventcron",
                                              eventcron_command()))
+    # verify looks up Documentation=man:eventcron(1) with man. This (editable) install has no
+    # page, so a stand-in answers; tests/integration/test_packaging.py checks the real one.
+    pages = tmp_path / "man"
+    (pages / "man1").mkdir(parents=True)
+    (pages / "man1" / "eventcron.1").write_text(".TH EVENTCRON 1\n.SH NAME\neventcron \\- x\n")
     verify = subprocess.run([systemd_analyze, "verify", str(unit)], capture_output=True,
-                            text=True, timeout=60, check=False)
+                            text=True, timeout=60, check=False,
+                            env={**os.environ, "MANPATH": f"{pages}:"})
     assert verify.returncode == 0, verify.stderr
     assert "eventcron.service" not in verify.stderr  # no warnings about the unit itself
     security = subprocess.run([systemd_analyze, "security", "--offline=yes", str(unit)],

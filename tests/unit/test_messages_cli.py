@@ -256,3 +256,21 @@ def test_a_name_that_does_not_resolve_is_no_such_host() -> None:
     assert send_to("http://eventcron-test.invalid/events") == (
         "no such host eventcron-test.invalid")
 
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--data", '{"a": NaN}'], "--data holds NaN, which JSON does not allow"),
+    (["--data", '{"a": [1, -Infinity]}'], "--data holds -Infinity, which JSON does not allow"),
+    (["--data", '{"a": "\\ud800"}'], "--data holds a lone surrogate"),
+    (["--data", "[1]"], "--data must be a JSON object"),
+    (["--user", "u\udcff"], "--user holds a character that is not valid UTF-8 at character 2"),
+])
+def test_send_refuses_data_it_could_neither_send_nor_record(
+        argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused before the file, the token or the ledger are read: none exists here.
+    base = {"--user": "u1", "--event-type": "a:b", "--data": "{}"}
+    base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
+    args = [word for pair in base.items() for word in pair]
+    assert main(["--config", str(tmp_path / "none.yaml"), "send", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"eventcron: error: {said}" in err and "Traceback" not in err

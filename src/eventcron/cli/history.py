@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from eventcron.ledger import HistoryEntry
 
 BY_HAND: Final = "eventcron fire"  # how the identity of `eventcron fire` starts
+SENT_BY_HAND: Final = "eventcron send"  # and that of `eventcron send`
 _HEADER: Final = ("LOCAL TIME", "SCHEDULE@ZONE", "OUTCOME", "ROWS", "FIRST", "LAST", "BY",
                   "ROWS BY STATE; REASON")
 
@@ -137,7 +138,10 @@ def _zone(name: str) -> tzinfo:
 
 
 def instance_label(name: str | None) -> str:
-    """Name who fired or skipped an occurrence, short: ``host pid 4242``, ``fire by ada``."""
+    """Name who fired or skipped an occurrence, short: ``host pid 4242``, ``fire by ada``.
+
+    ``send by ada`` for an event of `eventcron send`.
+    """
     from eventcron.ledger import Owner
 
     if name is None:
@@ -145,13 +149,13 @@ def instance_label(name: str | None) -> str:
     owner = Owner.parse(name)
     if owner is not None:
         return f"{owner.host} pid {owner.pid}"
-    if name.startswith(BY_HAND):
+    if name.startswith((BY_HAND, SENT_BY_HAND)):
         return name.removeprefix("eventcron ").split(" on ", 1)[0]
     return name
 
 
-def by_hand_identity() -> str:
-    """Return who `eventcron fire` is, for the fire records it writes.
+def by_hand_identity(command: str = BY_HAND) -> str:
+    """Return who `eventcron fire` (or ``command``: `eventcron send`) is, for its fire records.
 
     ``eventcron fire by USER on HOST pid N``: the operator's login name (or user id where
     the system has none) says who sent an occurrence by hand.
@@ -160,4 +164,4 @@ def by_hand_identity() -> str:
         user = getpass.getuser()
     except (OSError, KeyError):  # no login name and no password entry (a bare container)
         user = f"uid {os.getuid()}"
-    return f"{BY_HAND} by {user} on {socket.gethostname()} pid {os.getpid()}"
+    return f"{command} by {user} on {socket.gethostname()} pid {os.getpid()}"

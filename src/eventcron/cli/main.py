@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, NoReturn
 
 from eventcron import __version__
+from eventcron.cli.guide import epilog
 from eventcron.cli.output import (
-    EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -33,131 +34,113 @@ DEFAULT_NEXT_COUNT: Final = 5  # fires listed per schedule
 DEFAULT_DIFF_DAYS: Final = 7  # days of occurrences `diff` compares
 MAX_DIFF_DAYS: Final = 366  # a year: more is a listing, not a review
 DEFAULT_LIST_LIMIT: Final = 50  # rows `deliveries` shows unless told otherwise
-
-_USAGE: Final = (EXIT_USAGE, "usage error: an unknown option or a bad value")
-_LEDGER: Final = (EXIT_FAILURE, "the schedule file or the ledger could not be read")
-# What each command's --help ends with: examples, then its exit statuses, as the command's
-# module returns them (cli/diff.py, cli/service.py, ...): keep the two in step.
-_GUIDE: Final[dict[str, tuple[tuple[str, ...], tuple[tuple[int, str], ...]]]] = {
-    "validate": (("eventcron validate schedules.yaml",
-                  "eventcron validate --config /etc/eventcron/schedules.yaml"),
-                 ((EXIT_OK, "the file is valid"),
-                  (EXIT_FAILURE, "the file is invalid or missing (every problem is printed)"),
-                  _USAGE)),
-    "next": (("eventcron next --schedule checkin --count 3",
-              "eventcron next --cron '0 9 * * 1-5' --timezone Europe/Berlin",
-              "eventcron next --user u-42 --json"),
-             ((EXIT_OK, "the fire times were listed"),
-              (EXIT_FAILURE, "an invalid or missing file, a bad cron expression, or no such"
-                            " schedule or user"),
-              _USAGE)),
-    "schema": (("eventcron schema > schedules.schema.json",
-                "eventcron schema | jq '.properties | keys'"),
-               ((EXIT_OK, "the schema was printed"), _USAGE)),
-    "diff": (("eventcron diff schedules.yaml",
-              "eventcron diff new.yaml --against schedules.yaml --days 30",
-              "eventcron diff --json > change.json"),
-             ((EXIT_OK, "no difference"), (EXIT_FAILURE, "differences (printed)"),
-              (EXIT_USAGE, "trouble: a file or the ledger could not be compared, or a usage"
-                           " error"))),
-    "run": (("eventcron run --config /etc/eventcron/schedules.yaml",
-             "eventcron run --metrics 127.0.0.1:9108 --log-format json"),
-            ((EXIT_OK, "stopped by SIGTERM or SIGINT"),
-             (EXIT_FAILURE, "a trouble that may pass: the database unreachable or busy, the"
-                            " metrics address taken"),
-             _USAGE,
-             (EXIT_CONFIG, "a configuration that cannot start: an invalid file, no usable"
-                           " token, a ledger that cannot be written"))),
-    "demo": (("eventcron demo", "eventcron demo --duration 1m --keep"),
-             ((EXIT_OK, "events were delivered"), (EXIT_FAILURE, "no event was delivered"),
-              _USAGE)),
-    "send": (("eventcron send --user u-42 --event-type trial_ending",
-              "eventcron send --user u-42 --event-type plan_changed --data '{\"plan\": \"pro\"}'"),
-             ((EXIT_OK, "the event was delivered"),
-              (EXIT_FAILURE, "not delivered, or the schedule file could not be read"),
-              (EXIT_USAGE, "usage error: --data is not a JSON object, or a bad option"))),
-    "status": (("eventcron status",
-                "eventcron status --json --database /var/lib/eventcron/ledger.db"),
-               ((EXIT_OK, "the status was shown"), _LEDGER, _USAGE)),
-    "history": (("eventcron history --since 24h",
-                 "eventcron history --schedule checkin --limit 10 --json",
-                 "eventcron history --changes"),
-                ((EXIT_OK, "the history was listed"), _LEDGER, _USAGE)),
-    "deliveries": (("eventcron deliveries --status failed --since 2h",
-                    "eventcron deliveries --user u-42 --limit 0 --json"),
-                   ((EXIT_OK, "the rows were listed"), _LEDGER, _USAGE)),
-    "replay": (("eventcron replay --status failed --schedule checkin --dry-run",
-                "eventcron replay --status expired --since 3d"),
-               ((EXIT_OK, "the rows were put back (or counted, with --dry-run)"),
-                (EXIT_FAILURE, "no such schedule in the ledger, suppressed rows without"
-                               " --include-suppressed, or the ledger could not be read"),
-                _USAGE)),
-    "fire": (("eventcron fire checkin --dry-run",
-              "eventcron fire checkin --occurrence 2026-12-01T09:00:00Z"),
-             ((EXIT_OK, "the occurrence was enqueued (or counted, with --dry-run)"),
-              (EXIT_FAILURE, "no such or a disabled schedule, an occurrence still to come or"
-                             " expired, or the ledger could not be written"),
-              _USAGE)),
-    "token": (("eventcron token", "eventcron token --json"),
-              ((EXIT_OK, "the token is readable and has not expired"),
-               (EXIT_FAILURE, "the token has expired or cannot be read, or the schedule file"
-                              " is invalid"),
-               _USAGE)),
-    "sink": (("eventcron sink --port 8080 --record requests.jsonl",
-              "eventcron sink --fail-rate 0.2 --throttle-rate 0.1 --retry-after 2s",
-              "eventcron sink --down-after 30s --down-for 10s --down-every 2m"),
-             ((EXIT_OK, "stopped by SIGINT or SIGTERM"),
-              (EXIT_FAILURE, "cannot listen on the address or write the --record file"),
-              _USAGE)),
-}
-
+LOG_FORMATS: Final = ("text", "json")  # the first is the default
+SHELLS: Final = ("bash", "zsh", "fish")  # eventcron completion SHELL
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self)
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    # Accepted before and after the command; SUPPRESS keeps a subcommand's absent option
-    # from overwriting what was given before it.
-    default = None if top else argparse.SUPPRESS
-    parser.add_argument("--config", metavar="FILE", default=default,
-                        help=f"schedule file (default: ${locate.CONFIG_ENV} or"
-                             f" ./{locate.DEFAULT_CONFIG})")
-    parser.add_argument("--database", metavar="URL", default=default,
-                        help=f"ledger database URL (overrides the file and"
-                             f" ${locate.DATABASE_ENV})")
-    parser.add_argument("--verbose", action="store_true", default=False if top else
-                        argparse.SUPPRESS, help="log debug detail (never the token)")
-    parser.add_argument("--log-format", choices=("text", "json"),
-                        default="text" if top else argparse.SUPPRESS,
-                        help="log lines as text (default) or one JSON object per line")
+# The global options, described once (on `eventcron --help`) and accepted before or after
+# the command by the commands that read them; a command refuses one it would ignore, saying
+# why (_NOT_READ).
+_GLOBALS: Final = ("--config", "--database", "--verbose", "--log-format")
+_NOT_READ: Final = {"--config": "reads no schedule file", "--database": "opens no ledger",
+                    "--verbose": "writes no log", "--log-format": "writes no log"}
+_FILE: Final = ("--config",)
+_LEDGER: Final = ("--config", "--database")  # the file names the ledger unless told
+_LOGS: Final = ("--verbose", "--log-format")
+
+
+def _add_global(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *,
+                top: bool) -> None:
+    # Under a command: hidden (described on the top level only), and SUPPRESS as the default
+    # keeps an option the command did not get from overwriting one given before it.
+    def shown(text: str) -> str:
+        return text if top else argparse.SUPPRESS
+
+    unset = None if top else argparse.SUPPRESS
+    if flag == "--config":
+        parser.add_argument(flag, metavar="FILE", default=unset, help=shown(
+            f"schedule file (default: ${locate.CONFIG_ENV} or ./{locate.DEFAULT_CONFIG})"))
+    elif flag == "--database":
+        parser.add_argument(flag, metavar="URL", default=unset, help=shown(
+            f"ledger database URL or SQLite path (overrides the file and"
+            f" ${locate.DATABASE_ENV})"))
+    elif flag == "--verbose":
+        parser.add_argument(flag, action="store_true", default=False if top else unset,
+                            help=shown("log debug detail (never the token)"))
+    else:
+        parser.add_argument(flag, choices=LOG_FORMATS, default=unset, help=shown(
+            "log lines as text (the default) or one JSON object per line"))
+
+
+class _Unread(argparse.Action):
+    """A global option given after a command that does not read it: a usage error."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        flag = self.option_strings[0]
+        raise UsageError(f"{self.metavar} {_NOT_READ[flag]}, so it takes no {flag}", parser)
+
+
+def _refuse_unread(args: argparse.Namespace, reads: Sequence[str]) -> None:
+    """Refuse a global option given before a command that does not read it."""
+    for flag in _GLOBALS:
+        if flag not in reads and getattr(args, flag[2:].replace("-", "_")) not in (None, False):
+            raise UsageError(f"{args.command} {_NOT_READ[flag]}, so it takes no {flag}",
+                             args.parser)
+
+
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Return the command parsers of ``parser`` (one from :func:`build_parser`) by name."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for every subcommand."""
     parser = _Parser(prog="eventcron", description="Send scheduled events to the Inbound"
-                     " Events API: cron-exact timing, each occurrence once per user.")
+                     " Events API: cron-exact timing, each occurrence once per user.",
+                     epilog="Run eventcron COMMAND --help for a command's options, examples"
+                            " and exit statuses.")
     parser.add_argument("--version", action="version", version=f"eventcron {__version__}")
-    _common(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    top = parser.add_argument_group(
+        "global options", "given before or after the command, to the commands that read them")
+    for flag in _GLOBALS:
+        _add_global(top, flag, top=True)
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                parser_class=_Parser)
 
-    def command(name: str, help_text: str, where: str) -> argparse.ArgumentParser:
-        # ``where`` is "module:function" in this package, imported when the command runs.
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(name),
+    def command(name: str, help_text: str, where: str,
+                reads: Sequence[str] = ()) -> argparse.ArgumentParser:
+        # ``where`` is "module:function" in this package, imported when the command runs;
+        # ``reads`` the global options it uses.
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=epilog(name, tuple(reads)),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        _common(p, top=False)
-        p.set_defaults(func=where, parser=p)
+        for flag in _GLOBALS:
+            if flag in reads:
+                _add_global(p, flag, top=False)
+            else:  # say why, rather than "unrecognized arguments"
+                p.add_argument(flag, action=_Unread, nargs=0 if flag == "--verbose" else None,
+                               help=argparse.SUPPRESS, default=argparse.SUPPRESS, metavar=name)
+        p.set_defaults(func=where, parser=p, reads=tuple(reads))
         return p
 
-    p = command("validate", "check a schedule file; print every problem", "schedules:cmd_validate")
+    p = command("validate", "check a schedule file; print every problem", "schedules:cmd_validate",
+                _FILE)
     p.add_argument("file", nargs="?", help="the schedule file (default: --config)")
 
-    p = command("next", "show upcoming fire times", "schedules:cmd_next")
+    p = command("next", "show upcoming fire times", "schedules:cmd_next", _FILE)
     p.add_argument("--cron", metavar="EXPR", help="a bare cron expression instead of the file")
     p.add_argument("--timezone", metavar="TZ", help="zone for --cron (default UTC)")
-    p.add_argument("--schedule", metavar="ID", action="append",
-                   help="only this schedule (repeatable)")
+    _ids(p.add_argument("--schedule", metavar="ID", action="append",
+                        help="only this schedule (repeatable)"))
     p.add_argument("--user", metavar="ID",
                    help="fires for this user: their zone, jitter and quiet hours, and the"
                         " occurrences they skip (skip dates, holidays, opt-out); JSON adds"
@@ -176,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("schema", "print the JSON Schema of the schedule file", "schedules:cmd_schema")
 
     p = command("diff", "what applying a schedule file will change (exit 1 if anything)",
-                "diff:cmd_diff")
+                "diff:cmd_diff", _LEDGER)
     p.add_argument("file", nargs="?", help="the edited schedule file (default: --config)")
     p.add_argument("--against", metavar="OLD_FILE",
                    help="compare with this file (default: the plan last applied, from the"
@@ -186,30 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
                         f" (default {DEFAULT_DIFF_DAYS})")
     p.add_argument("--json", action="store_true", help="print a JSON object")
 
-    p = command("run", "run the daemon: fire schedules, deliver, retry, record", "service:cmd_run")
+    p = command("run", "run the daemon: fire schedules, deliver, retry, record", "service:cmd_run",
+                (*_LEDGER, *_LOGS))
     p.add_argument("--metrics", metavar="ADDR", type=_listen,
                    help="serve /metrics and /healthz here (9108, 127.0.0.1:9108, [::1]:9108);"
                         " overrides metrics.listen")
 
     p = command("demo", "run the daemon against a built-in local receiver for a while",
-                "service:cmd_demo")
+                "service:cmd_demo", _LOGS)
     p.add_argument("--duration", metavar="TIME", type=_duration, default=20.0,
                    help="how long to run (default 20s)")
     p.add_argument("--keep", action="store_true", help="keep the demo's folder and ledger")
 
-    p = command("send", "send one event now (the documented curl call)", "endpoint:cmd_send")
+    p = command("send", "send one event now and record it in the ledger (schedule -)",
+                "endpoint:cmd_send", _LEDGER)
     p.add_argument("--user", metavar="ID", required=True, help="the app_user_id")
     p.add_argument("--event-type", metavar="TYPE", required=True, help="the event_type")
     p.add_argument("--data", metavar="JSON", default="{}", help="a JSON object (default {})")
 
     p = command("status", "who is running, schedules, ledger counts, endpoint health",
-                "operate:cmd_status")
+                "operate:cmd_status", _LEDGER)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("history", "occurrences newest first: fired or skipped, by whom, and their"
-                " rows", "history:cmd_history")
-    p.add_argument("--schedule", metavar="ID", action="append",
-                   help="only this schedule (repeatable)")
+                " rows", "history:cmd_history", _LEDGER)
+    _ids(p.add_argument("--schedule", metavar="ID", action="append",
+                        help="only this schedule (repeatable)"))
     p.add_argument("--since", metavar="TIME", type=_since,
                    help="occurrences at or after TIME (RFC 3339, or a duration ago: 24h)")
     p.add_argument("--limit", metavar="N", type=_non_negative_int, default=DEFAULT_LIST_LIMIT,
@@ -219,13 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
                         " instead of occurrences")
     p.add_argument("--json", action="store_true", help="print a JSON array")
 
-    p = command("deliveries", "list ledger rows, newest first", "operate:cmd_deliveries")
+    p = command("deliveries", "list ledger rows, newest first", "operate:cmd_deliveries",
+                _LEDGER)
     _filters(p)
     p.add_argument("--limit", metavar="N", type=_non_negative_int, default=DEFAULT_LIST_LIMIT,
                    help=f"rows at most (default {DEFAULT_LIST_LIMIT}; 0 for all)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
 
-    p = command("replay", "put failed or expired rows back to pending", "operate:cmd_replay")
+    p = command("replay", "put failed or expired rows back to pending", "operate:cmd_replay",
+                _LEDGER)
     # suppressed rows are put back only with --include-suppressed (cli/operate.py).
     _filters(p, statuses=(*REPLAYABLE, "suppressed"))
     p.add_argument("--include-suppressed", dest="include_suppressed", action="store_true",
@@ -234,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
 
     p = command("fire", "enqueue one occurrence of a schedule for its whole audience now",
-                "operate:cmd_fire")
-    p.add_argument("schedule", metavar="SCHEDULE", help="the schedule's id")
+                "operate:cmd_fire", _LEDGER)
+    _ids(p.add_argument("schedule", metavar="SCHEDULE", help="the schedule's id"))
     p.add_argument("--occurrence", metavar="TIME", type=_rfc3339,
                    help="the occurrence's nominal time, RFC 3339 (default: the latest one"
                         " not after now)")
@@ -243,8 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only count the rows it would add; write nothing")
 
     p = command("token", "show the token's claims and expiry; exit 1 if expired",
-                "endpoint:cmd_token")
+                "endpoint:cmd_token", _FILE)
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("completion", "print the shell completion script for bash, zsh or fish",
+                "completion:cmd_completion")
+    p.add_argument("shell", choices=SHELLS, help="the shell: " + ", ".join(SHELLS))
 
     p = command("sink", "run a local receiver that speaks the Inbound Events API",
                 "endpoint:cmd_sink")
@@ -285,19 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _epilog(command: str) -> str:
-    """Return the end of ``command``'s --help: its examples and exit statuses (_GUIDE)."""
-    examples, statuses = _GUIDE[command]
-    return "\n".join(["Examples:", *(f"  {e}" for e in examples), "", "Exit status:",
-                      *(f"  {code:<3} {meaning}" for code, meaning in statuses)])
+def _ids(action: argparse.Action) -> None:
+    # argcomplete asks an action's `completer` for the values Tab offers; setattr, because
+    # argparse's Action declares no such attribute.
+    from eventcron.cli.completion import schedule_ids
+
+    setattr(action, "completer", schedule_ids)  # noqa: B010
 
 
 def _filters(p: argparse.ArgumentParser,
              statuses: Sequence[str] = STATUSES) -> None:
     p.add_argument("--status", action="append", choices=statuses,
                    help="only rows in this state (repeatable)")
-    p.add_argument("--schedule", metavar="ID", action="append",
-                   help="only this schedule (repeatable)")
+    _ids(p.add_argument("--schedule", metavar="ID", action="append",
+                        help="only this schedule (repeatable)"))
     p.add_argument("--user", metavar="ID", action="append", help="only this user (repeatable)")
     p.add_argument("--since", metavar="TIME", type=_since,
                    help="occurrences at or after TIME (RFC 3339, or a duration ago: 2h)")
@@ -421,10 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args: argparse.Namespace | None = None
     try:
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions, then exits
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        _refuse_unread(args, args.reads)
+        if args.log_format is None:
+            args.log_format = LOG_FORMATS[0]
         module, name = args.func.split(":")
         run: Callable[[argparse.Namespace], int] = getattr(
             importlib.import_module(f"eventcron.cli.{module}"), name)

@@ -17,7 +17,7 @@ from eventcron.cli.output import EXIT_OK, Failure, count, err, out
 from eventcron.clock import SystemClock, from_ms, rfc3339, to_ms
 from eventcron.firing import plan
 from eventcron.problems import did_you_mean, quote_list
-from eventcron.states import STATUSES
+from eventcron.states import SEND_SCHEDULE, STATUSES
 
 if TYPE_CHECKING:
     from eventcron.firing.firer import Enqueued
@@ -30,7 +30,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     It opens with the instances' liveness (their heartbeat rows); ``--json`` adds them as
     ``instances``, and each schedule's latest occurrence as ``last_occurrence``. Only the
     ledger is needed: when the schedule file is invalid (or, with ``--database``, absent)
-    it shows what the ledger knows, after one warning line if the file is invalid.
+    it shows what the ledger knows, after one warning line if the file is invalid. The
+    events of `eventcron send` (schedule ``-``, in no plan) are counted apart: ``sends``.
     """
     from eventcron.cli.history import entry_json
     from eventcron.ledger import display_url
@@ -65,7 +66,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "counts": by_schedule.get(s.id, none), "last_occurrence": latest.get(s.id),
         })
     if cfg is None:  # what the ledger knows: no kind, zone, audience or next fire
-        for sid in sorted({*by_schedule, *last_fired, *known, *latest}):
+        # The sends are in no plan: listed apart, below and under "sends".
+        for sid in sorted({*by_schedule, *last_fired, *known, *latest} - {SEND_SCHEDULE}):
             last = last_fired.get(sid)
             schedules.append({
                 "id": sid, "kind": None, "timezone": None, "enabled": None,
@@ -87,7 +89,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if cfg is not None or target.problems else None)
     if args.json:
         out(json.dumps({"instances": [_instance_json(i, now_ms) for i in instances],
-                        "schedules": schedules, "counts": counts, "endpoint": endpoint,
+                        "schedules": schedules, "counts": counts,
+                        "sends": by_schedule.get(SEND_SCHEDULE, none), "endpoint": endpoint,
                         "file": file}, indent=2, ensure_ascii=False))
         return EXIT_OK
     out(liveness(instances, now_ms))
@@ -112,6 +115,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         out(f"  {item['id']}{state}: {item['kind']}, {item['timezone']},"
              f" {count(item['users'], 'user')}; last fire {item['last_fire'] or 'never'}, next"
              f" {item['next_fire'] or 'none'}; {tally}")
+    sends = by_schedule.get(SEND_SCHEDULE)
+    if sends is not None:
+        last = last_fired.get(SEND_SCHEDULE)
+        when = rfc3339(from_ms(last)) if last else "never"
+        out(f"  {SEND_SCHEDULE} (eventcron send): last send {when};"
+            f" {sends['delivered']:,} delivered, {sends['failed']:,} failed")
     out("Ledger: " + ", ".join(f"{n:,} {s}" for s, n in counts.items()))
     out(f"Endpoint: {endpoint['url'] or 'unknown without a valid schedule file'}")
     out(f"  last delivery: {endpoint['last_delivered_at'] or 'none yet'}")
@@ -190,6 +199,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if "suppressed" in filters.status and not include:
         raise Failure("suppressed rows are replayed only with --include-suppressed: the"
                       " campaign rules kept them from being sent (see their last error).")
+    if SEND_SCHEDULE in filters.schedule:
+        raise Failure(f"the events of `eventcron send` (schedule {SEND_SCHEDULE}) are never"
+                      " replayed: each is sent once, by hand; run `eventcron send` again to"
+                      " resend one.")
     with ledger_only(args, need_config=True) as (ledger, target):
         _in_ledger(ledger, filters.schedule, target.url)
         # Replayed rows expire after the file's delivery.expires_after, or the default.
@@ -200,6 +213,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         now = SystemClock().now()
         n = ledger.replay(filters, to_ms(now), round(policy.expires_after * 1000),
                           dry_run=args.dry_run, include_suppressed=include)
+        sends = ledger.sends_not_replayed(filters, include_suppressed=include)
     what = ("/".join(filters.status) if filters.status else
             "failed, expired or suppressed" if include else "failed or expired")
     if args.dry_run:
@@ -210,6 +224,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         unless = ", unless the campaign rules still keep them back" if include else ""
         out(f"{count(n, f'{what} event')} {'is' if n == 1 else 'are'} pending again; a running"
             f" eventcron sends {'it' if n == 1 else 'them'} now{unless}.")
+    if sends:
+        out(f"{count(sends, f'{what} event')} of `eventcron send` (schedule {SEND_SCHEDULE})"
+            f" {'is' if sends == 1 else 'are'} left as {'it is' if sends == 1 else 'they are'}:"
+            " a send goes once; run `eventcron send` again to resend.")
     return EXIT_OK
 
 

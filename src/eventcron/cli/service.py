@@ -10,6 +10,7 @@ from eventcron import config, logs
 from eventcron.cli.common import database_url, load
 from eventcron.cli.output import EXIT_CONFIG, EXIT_FAILURE, Failure
 from eventcron.clock import SystemClock, to_ms
+from eventcron.text import sentence
 
 if TYPE_CHECKING:
     from eventcron.delivery import auth
@@ -46,18 +47,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise Failure(str(e)) from None
 
 
-def usable_token(source: config.TokenSource, now: datetime) -> auth.Token:
-    """Load the token for `run`; exit 78 when there is none or it has expired."""
+def usable_token(source: config.TokenSource, now: datetime, *,
+                 refused: tuple[str, int] = ("not starting", EXIT_CONFIG)) -> auth.Token:
+    """Load the token, or fail with ``refused`` when there is none or it has expired.
+
+    ``refused`` is what is then not done and the exit code: for `run`, not starting, 78.
+    """
     from eventcron.delivery import auth
 
+    then, code = refused
     try:
         token = auth.load_token(source)
     except auth.TokenError as e:
-        raise Failure(f"{e} eventcron needs the API token (endpoint.token); not starting.",
-                      EXIT_CONFIG) from None
+        raise Failure(f"{e} eventcron needs the API token (endpoint.token); {then}.",
+                      code) from None
     if token.expired(now):
         raise Failure(f"{auth.describe_expiry(token, now)}; get a new one from the console's"
-                      " Settings page. Not starting.", EXIT_CONFIG)
+                      f" Settings page. {sentence(then)}.", code)
     warning = auth.loose_permissions(source)
     if warning:
         logs.warn(warning)

@@ -31,6 +31,7 @@ from eventcron.config.yamlsource import (
     to_json,
 )
 from eventcron.problems import did_you_mean, quote_list
+from eventcron.states import SEND_SCHEDULE
 from eventcron.timing import CronExpr, CronSyntaxError
 
 _When = tuple[Kind | None, CronExpr | None, float | None, datetime | None]
@@ -81,6 +82,10 @@ def _schedule(r: FieldReader, node: Node, index: int, audiences: dict[str, Audie
     sid: str | None = None
     if "id" in f:
         sid = r.name_value(f["id"][1], f"{where}: id")
+        if sid == SEND_SCHEDULE:
+            r.error(f["id"][1], f"the schedule id {sid!r} is reserved: the ledger records the"
+                    " events of `eventcron send` under it. Choose another id.")
+            sid, ok = None, False
         if sid is not None:
             if sid in ids:
                 r.error(f["id"][1], f"the schedule id {sid!r} is used twice (first on"

@@ -25,6 +25,7 @@ from eventcron.config.model import (
     field_default,
 )
 from eventcron.config.units import DEFAULT_HOST, format_duration
+from eventcron.states import SEND_SCHEDULE
 
 SCHEMA_ID: Final = "https://eventcron.dev/schema/schedules-v1.json"
 
@@ -245,7 +246,9 @@ SCHEDULE: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["id", "event_type"],
     "properties": {
-        "id": {**_NAME, "description": "Unique and stable: it is part of the dedup key."},
+        "id": {**_NAME, "not": {"const": SEND_SCHEDULE},
+               "description": "Unique and stable: it is part of the dedup key. '-' is"
+                              " reserved for the events of `eventcron send`."},
         "description": {"type": "string"},
         "event_type": {**_NAME, "description": "The event_type sent, e.g. reminder:checkin."},
         "cron": {"type": "string", "description": "crontab(5) expression or @macro."},

@@ -17,8 +17,8 @@ This package only re-exports the public names of its modules:
 - ``dialect``: every difference between SQLite and PostgreSQL;
 - ``queries``: the hand-written hot-path SQL, by name;
 - ``caps``: the frequency-cap slots a new row takes in its enqueue's transaction;
-- ``base``, ``occurrences``, ``queue``, ``operators``, ``retention``, ``history``: the
-  parts of :class:`Ledger`, which ``database`` puts together;
+- ``base``, ``occurrences``, ``queue``, ``operators``, ``retention``, ``history``,
+  ``sends``: the parts of :class:`Ledger`, which ``database`` puts together;
 - ``thread``: :class:`LedgerThread`.
 """
 
@@ -51,6 +51,7 @@ from eventcron.ledger.records import (
     HEARTBEAT_INTERVAL,
     PASSED_BEFORE_LOAD,
     PRUNE_START,
+    SEND_ZONE,
     TRANSIENT,
     Added,
     CapSlot,
@@ -67,6 +68,7 @@ from eventcron.ledger.records import (
     Row,
     event_id,
     event_ids,
+    send_event_id,
 )
 from eventcron.ledger.retention import PRUNE_BATCH, PRUNE_BATCHES, PRUNE_STEP_SECONDS
 from eventcron.ledger.schema import (
@@ -82,7 +84,9 @@ from eventcron.ledger.schema import (
     meta_table,
     metadata,
 )
+from eventcron.ledger.sends import UNANSWERED
 from eventcron.ledger.thread import LedgerThread
+from eventcron.states import SEND_SCHEDULE
 
 __all__ = [
     "ALIVE_WITHIN",
@@ -101,7 +105,10 @@ __all__ = [
     "PRUNE_STEP_SECONDS",
     "RECORD_CHUNK",
     "SCHEMA_VERSION",
+    "SEND_SCHEDULE",
+    "SEND_ZONE",
     "TRANSIENT",
+    "UNANSWERED",
     "UNKNOWN",
     "Added",
     "CapSlot",
@@ -138,4 +145,5 @@ __all__ = [
     "owner_is_dead",
     "password_of",
     "pid_namespace",
+    "send_event_id",
 ]

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from eventcron.ledger.base import LedgerBase
 from eventcron.ledger.records import EndpointHealth, Filters, Instance, Row
 from eventcron.ledger.schema import deliveries, instances
-from eventcron.states import QUIET_HOLD, REPLAYABLE, STATUSES
+from eventcron.states import QUIET_HOLD, REPLAYABLE, SEND_SCHEDULE, STATUSES
 
 
 class Operators(LedgerBase):
@@ -102,12 +102,12 @@ class Operators(LedgerBase):
         Attempts restart at zero and the expiry restarts from now, or the rows would
         expire again at once. Suppressed rows only with ``include_suppressed``: the
         campaign rules kept them from being sent, and a replay must not undo that unasked.
+        Rows of ``eventcron send`` (schedule ``-``) never: a send is one-shot, and the
+        dispatcher would cancel such a row, its schedule being in no plan
+        (:meth:`sends_not_replayed` counts those the filters match).
         """
-        allowed = (*REPLAYABLE, "suppressed") if include_suppressed else REPLAYABLE
-        statuses = tuple(s for s in (filters.status or allowed) if s in allowed)
-        where = and_(self._where(Filters(statuses, filters.schedule, filters.user,
-                                         filters.since)),
-                     deliveries.c.status.in_(statuses))
+        where = and_(self._replayable(filters, include_suppressed),
+                     deliveries.c.schedule_id != SEND_SCHEDULE)
         with self._tx(write=not dry_run) as conn:
             if dry_run:
                 return int(conn.execute(select(func.count()).select_from(deliveries)
@@ -117,6 +117,22 @@ class Operators(LedgerBase):
                 expires_at=now + expires_after_ms, claimed_by=None, claim_until=None,
                 last_error=None, updated_at=now))
         return int(result.rowcount or 0)
+
+    def sends_not_replayed(self, filters: Filters, *, include_suppressed: bool = False) -> int:
+        """Count the rows of ``eventcron send`` that :meth:`replay` leaves for these filters."""
+        where = and_(self._replayable(filters, include_suppressed),
+                     deliveries.c.schedule_id == SEND_SCHEDULE)
+        with self._tx(write=False) as conn:
+            return int(conn.execute(select(func.count()).select_from(deliveries)
+                                    .where(where)).scalar_one())
+
+    def _replayable(self, filters: Filters, include_suppressed: bool) -> Any:
+        """Return the condition of the rows a replay with ``filters`` may take, sends too."""
+        allowed = (*REPLAYABLE, "suppressed") if include_suppressed else REPLAYABLE
+        statuses = tuple(s for s in (filters.status or allowed) if s in allowed)
+        return and_(self._where(Filters(statuses, filters.schedule, filters.user,
+                                        filters.since)),
+                    deliveries.c.status.in_(statuses))
 
     def cancel_schedules(self, schedule_ids: Iterable[str], reason: str, now: int) -> int:
         """Cancel pending rows of removed or disabled schedules; return how many."""

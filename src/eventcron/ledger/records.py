@@ -6,19 +6,25 @@ Plain data only: this module touches no database and no operating system.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcron.states import Status
+from eventcron.states import SEND_SCHEDULE, Status
 
 EVENT_NAMESPACE: Final = uuid.UUID("6f1b8f1e-3c1a-5f0e-9d43-4a7e0c5b2d11")  # UUIDv5 namespace
 _NAMESPACE_BYTES: Final = EVENT_NAMESPACE.bytes
 
 PASSED_BEFORE_LOAD: Final = "passed before the schedule was loaded"  # a skip's reason
+
+# The schedule id of the rows and fire records of `eventcron send`: one no schedule file can
+# use (config/schedules.py refuses it), so the plan never retires them and the dispatcher
+# never sends them. Their fire records are in UTC.
+SEND_ZONE: Final = "UTC"
 
 HEARTBEAT_INTERVAL: Final = 5.0  # seconds between an instance's heartbeats
 ALIVE_WITHIN: Final = 30.0  # seconds: an instance not seen for longer is not running
@@ -68,6 +74,18 @@ def event_ids(schedule_id: str, event_type: str, scheduled_for: int) -> Callable
         return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
     return derive
+
+
+def send_event_id(app_user_id: str, event_type: str, at: int, data: Mapping[str, Any]) -> str:
+    """Derive the event id of an ``eventcron send``: a UUIDv5 of its content and time (ms).
+
+    The name hashed is ``-␟event_type␟at␟app_user_id␟data`` (␟ = U+001F), ``data`` as
+    compact JSON with sorted keys: the same event sent at the same millisecond has the same
+    id, whatever the order of its keys; any other difference gives another id.
+    """
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    name = f"{SEND_SCHEDULE}\x1f{event_type}\x1f{at}\x1f{app_user_id}\x1f{canonical}"
+    return str(uuid.uuid5(EVENT_NAMESPACE, name))
 
 
 class NewRow(NamedTuple):
