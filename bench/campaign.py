@@ -16,32 +16,19 @@ import tempfile
 from pathlib import Path
 
 from bench.common import Figure, write_csv
+from bench.fanout import SCHEDULE
 
 TARGET_RATIO = 2.0  # the rules may at most double the time of a fire
 OPTED_OUT_SHARE = 10  # every tenth user is on the suppression list
-
-PLAIN = """\
-version: 1
-audiences:
-  fans: {file: fan.csv}
-schedules:
-  - {id: fan, event_type: "bench:fan", cron: "0 0 1 1 *", audience: fans,
-     data: {plan: "${user.plan}"}}
-"""
-
-RULES = """\
+# The same schedule under every rule, none of which skips the occurrence.
+RULES = SCHEDULE.replace("version: 1\n", """\
 version: 1
 delivery:
   quiet_hours: {from: "21:00", to: "08:00"}
   expires_after: 12h
 suppress: {file: optouts.csv}
 limits: {per_user: 1/day}
-audiences:
-  fans: {file: fan.csv}
-schedules:
-  - {id: fan, event_type: "bench:fan", cron: "0 0 1 1 *", audience: fans,
-     data: {plan: "${user.plan}"}}
-"""
+""")
 
 
 def _measure(folder: Path) -> dict[str, float]:
@@ -57,7 +44,7 @@ def run(users: int) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="eventcron-bench-campaign-"))
     write_csv(root / "fan.csv", users, prefix="f")
     folders = {}
-    for name, text in (("plain", PLAIN), ("rules", RULES)):
+    for name, text in (("plain", SCHEDULE), ("rules", RULES)):
         folder = folders[name] = root / name
         folder.mkdir()
         (folder / "fan.csv").symlink_to(root / "fan.csv")

@@ -27,6 +27,15 @@ from eventcron.ledger import Ledger, LedgerThread, event_id
 
 TARGET_SECONDS = 10.0  # for a million users
 TARGET_RSS_MB = 300.0
+# One schedule over the CSV audience fan.csv, with a templated field per user.
+SCHEDULE = """\
+version: 1
+audiences:
+  fans: {file: fan.csv}
+schedules:
+  - {id: fan, event_type: "bench:fan", cron: "0 0 1 1 *", audience: fans,
+     data: {plan: "${user.plan}"}}
+"""
 
 
 def child(folder: Path, users: int) -> dict[str, float]:
@@ -79,14 +88,7 @@ def run(users: int) -> list[Figure]:
     """Fire once for ``users`` users; return the figures."""
     folder = Path(tempfile.mkdtemp(prefix="eventcron-bench-fan-"))
     write_csv(folder / "fan.csv", users, prefix="f")
-    (folder / "schedules.yaml").write_text("""\
-version: 1
-audiences:
-  fans: {file: fan.csv}
-schedules:
-  - {id: fan, event_type: "bench:fan", cron: "0 0 1 1 *", audience: fans,
-     data: {plan: "${user.plan}"}}
-""")
+    (folder / "schedules.yaml").write_text(SCHEDULE)
     out = subprocess.run([sys.executable, "-m", "bench.fanout", str(folder), str(users)],
                          capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent.parent)

@@ -173,9 +173,7 @@ class Rules:
         quiet = schedule.quiet_hours
         cap = None if schedule.exempt else self._cap
         opted_out = self._opted_out
-        column = schedule.skip.holidays_column
-        columns = schedule.audience.columns
-        region_at = columns.index(column) if column is not None and column in columns else -1
+        region_at = schedule.region_index()
 
         # Keyed by the user's own zone, None for users without one: those are judged in
         # the job's zone but capped in UTC (see cap_zone).

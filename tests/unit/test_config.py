@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -16,31 +15,11 @@ from eventcron.config.schema import schema
 from eventcron.config.template import DataTemplate
 from eventcron.problems import InvalidInput
 from eventcron.timing import AtTiming, CronTiming, EveryTiming
+from tests.unit.configs import MINIMAL, problems_of, write
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "schedules.example.yaml"
 FIXTURES = ROOT / "tests" / "fixtures"
-
-MINIMAL = """\
-version: 1
-schedules:
-  - id: s
-    event_type: a:b
-    cron: "0 9 * * *"
-    users: [u1]
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "schedules.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(InvalidInput) as info:
-        config.load(path)
-    return [str(p) for p in info.value.problems]
 
 
 def test_the_example_file_is_valid_and_complete() -> None:

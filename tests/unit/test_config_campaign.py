@@ -24,21 +24,9 @@ from eventcron.config.rules import (
 )
 from eventcron.config.schema import schema
 from eventcron.config.suppress import read_optouts
-from eventcron.problems import InvalidInput
+from tests.unit.configs import problems_of, write
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write(tmp_path: Path, text: str, name: str = "schedules.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(InvalidInput) as info:
-        config.load(path)
-    return [str(p) for p in info.value.problems]
 
 
 def one_problem(path: Path) -> str:

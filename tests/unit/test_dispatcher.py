@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
+from eventcron.campaign import Rules
 from eventcron.clock import to_ms
 from eventcron.config import Delivery
 from eventcron.delivery.dispatch import Dispatcher
@@ -43,14 +44,15 @@ def scripted(*first: Outcome) -> Callable[[str, str], Outcome]:
 
 
 @asynccontextmanager
-async def dispatching(ledger: Ledger, sender: FakeSender, clock: FakeClock, *,
-                      concurrency: int = 4,
-                      is_active: Callable[[str], bool] = lambda _: True,
+async def dispatching(ledger: Ledger, sender: FakeSender, clock: FakeClock,
+                      rules: Rules | None = None, *, concurrency: int = 4,
+                      rate: float | None = None, is_active: Callable[[str], bool] = lambda _: True,
                       ) -> AsyncIterator[Dispatcher]:
+    """Run a dispatcher over ``ledger`` (with the campaign ``rules``, if any) while inside."""
     async with ledger_thread(ledger) as db:
-        d = Dispatcher(db, sender.as_sender(), POLICY, concurrency=concurrency, rate=None,
+        d = Dispatcher(db, sender.as_sender(), POLICY, concurrency=concurrency, rate=rate,
                        clock=clock, owner="unit-test", rng=LongestWait(), metrics=Metrics(),
-                       is_active=is_active)
+                       is_active=is_active, rules=rules)
         task = asyncio.create_task(d.run())
         try:
             yield d

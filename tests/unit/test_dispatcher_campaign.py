@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,13 +15,11 @@ import pytest
 
 from eventcron.campaign import OPTED_OUT, Rules
 from eventcron.clock import to_ms
-from eventcron.delivery.dispatch import Dispatcher
 from eventcron.delivery.retry import Outcome
 from eventcron.firing.pipeline import Firing
 from eventcron.ledger import Ledger, NewRow, Row
-from eventcron.metrics import Metrics
-from tests.unit.fakes import FakeClock, FakeSender, ledger_thread, until, write_config
-from tests.unit.test_dispatcher import POLICY, LongestWait, by_user, scripted
+from tests.unit.fakes import FakeClock, FakeSender, until, write_config
+from tests.unit.test_dispatcher import by_user, dispatching, scripted
 
 HOUR = 3_600_000
 EVENING = datetime(2026, 12, 1, 21, 30, tzinfo=UTC)  # 22:30 in Berlin, 06:30 in Tokyo
@@ -51,20 +47,6 @@ def row(user: str, due: datetime, *, zone: str | None = "Europe/Berlin",
         expires_in: int = 12 * HOUR) -> NewRow:
     return NewRow("s", user, "e:t", to_ms(due), '{"k":1}', to_ms(due), to_ms(due) + expires_in,
                   zone)
-
-
-@asynccontextmanager
-async def dispatching(ledger: Ledger, sender: FakeSender, clock: FakeClock,
-                      rules: Rules | None) -> AsyncIterator[Dispatcher]:
-    async with ledger_thread(ledger) as db:
-        d = Dispatcher(db, sender.as_sender(), POLICY, concurrency=4, rate=None, clock=clock,
-                       owner="unit-test", rng=LongestWait(), metrics=Metrics(), rules=rules)
-        task = asyncio.create_task(d.run())
-        try:
-            yield d
-        finally:
-            await d.stop(task, 1.0)
-            assert d.alive, "the dispatch loop died"
 
 
 def state(r: Row) -> tuple[str, int, int, str | None]:
@@ -261,17 +243,12 @@ def test_a_row_waiting_for_the_rate_limit_is_checked_when_its_turn_comes(
     window_end = to_ms(datetime(2026, 12, 2, 7, 0, tzinfo=UTC))  # 08:00 Berlin
 
     async def scenario() -> None:
-        async with ledger_thread(memory_ledger) as db:
-            # One request a second: the first goes at once, the others wait their turn.
-            d = Dispatcher(db, sender.as_sender(), POLICY, concurrency=4, rate=1.0,
-                           clock=clock, owner="unit-test", rng=LongestWait(),
-                           metrics=Metrics(), rules=rules_of(tmp_path))
-            task = asyncio.create_task(d.run())
+        # One request a second: the first goes at once, the others wait their turn.
+        async with dispatching(memory_ledger, sender, clock, rules_of(tmp_path), rate=1.0):
             await until(lambda: len(sender.sent) == 1)
             clock.t = before + timedelta(seconds=2)  # the window opens while they wait
             await until(lambda: sum(r.next_attempt_at == window_end
                                     for r in by_user(memory_ledger).values()) == 2)
-            await d.stop(task, 1.0)
             held = [r for r in by_user(memory_ledger).values() if r.status == "pending"]
             assert len(held) == 2 and all(r.attempts == 0 for r in held)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from eventcron.campaign import Rules
 from eventcron.clock import to_ms
 from eventcron.config import Config
 from eventcron.config.audience import AudienceError
@@ -51,7 +52,8 @@ def watermark(ledger: Ledger, key: str) -> int:
 
 async def started(db: LedgerThread, clock: FakeClock, cfg: Config) -> Firing:
     """A Firing prepared and recovered at the clock's time, as the daemon starts one."""
-    firing = Firing(db, clock, cfg, on_enqueued=lambda: None, metrics=Metrics())
+    firing = Firing(db, clock, cfg, on_enqueued=lambda: None, metrics=Metrics(),
+                    rules=Rules(cfg))
     await firing.prepare(clock.now())
     await firing.recover(clock.now())
     return firing
@@ -183,8 +185,8 @@ def test_a_late_catch_up_skips_a_schedule_a_reload_removed_meanwhile(
             firing.handoff("a@UTC", minute(3))
             firing.handoff("b@UTC", minute(3))
             await asyncio.wait_for(entered.wait(), 5)
-            await firing.configure(write_config(tmp_path, every_minute("a"), name="a.yaml"),
-                                   clock.now())
+            edited = write_config(tmp_path, every_minute("a"), name="a.yaml")
+            await firing.configure(edited, clock.now(), Rules(edited))
             gate.set()
             await firing.settle()
             assert fire_log(memory_ledger, "a")[minute(3)] == ("fired", None)
@@ -229,7 +231,7 @@ def test_removing_a_schedule_cancels_its_pending_rows(
             hand_over(firing, clock, "b@UTC", minute(1))
             await firing.settle()
             smaller = write_config(tmp_path, every_minute("b"), name="smaller.yaml")
-            change = await firing.configure(smaller, clock.now())
+            change = await firing.configure(smaller, clock.now(), Rules(smaller))
             assert change == Change(jobs=1, added=0, retimed=0, removed=1, cancelled=2)
             assert not firing.is_active("a")
             rows = memory_ledger.rows(Filters(schedule=("a",)))
@@ -251,7 +253,7 @@ def test_a_retimed_schedule_records_the_occurrence_its_load_passed(
             firing = await started(db, clock, cfg)
             assert fire_log(memory_ledger, "s") == {}
             retimed = write_config(tmp_path, daily.format(hour=10), name="retimed.yaml")
-            change = await firing.configure(retimed, clock.now())
+            change = await firing.configure(retimed, clock.now(), Rules(retimed))
             assert change == Change(jobs=1, added=0, retimed=1, removed=0)
             assert fire_log(memory_ledger, "s") == {minute(0): ("skipped", PASSED_BEFORE_LOAD)}
             (job,) = plan.jobs(retimed)

@@ -204,14 +204,15 @@ def test_an_opt_out_added_at_a_reload_suppresses_pending_rows(
             assert memory_ledger.counts("s")["pending"] == 6
             edited = write_config(tmp_path, schedules, name="edited.yaml",
                                   extra=with_optouts(tmp_path, "u1", "u3"))
-            change = await firing.configure(edited, clock.now())
+            change = await firing.configure(edited, clock.now(), Rules(edited))
             assert change.suppressed == 4
             # And at the next start, as at every load: a row enqueued meanwhile (by an
             # instance running the old list) is suppressed too.
             memory_ledger.enqueue(render_rows(plan.jobs(cfg)[0], minute(3),
                                               iter(cfg.schedules[0].members("UTC")), 10,
                                               3600.0), 0)
-            again = Firing(db, clock, edited, on_enqueued=lambda: None, metrics=Metrics())
+            again = Firing(db, clock, edited, on_enqueued=lambda: None, metrics=Metrics(),
+                           rules=Rules(edited))
             assert (await again.prepare(clock.now())).suppressed == 2
             return memory_ledger.rows(Filters())
 

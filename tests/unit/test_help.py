@@ -17,15 +17,7 @@ import pytest
 from eventcron import cli
 from eventcron.cli.main import build_parser
 from eventcron.cli.main import commands as main_commands
-
-VALID = """\
-version: 1
-schedules:
-  - id: s
-    event_type: a:b
-    cron: "0 9 * * *"
-    users: [u1]
-"""
+from tests.unit.configs import MINIMAL
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -126,9 +118,9 @@ def test_validate_exits_with_the_statuses_its_help_documents(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     documented = statuses(commands()["validate"].format_help())
     valid = tmp_path / "schedules.yaml"
-    valid.write_text(VALID)
+    valid.write_text(MINIMAL)
     invalid = tmp_path / "broken.yaml"
-    invalid.write_text(VALID.replace('"0 9 * * *"', '"0 9 * * fri-sun"'))
+    invalid.write_text(MINIMAL.replace('"0 9 * * *"', '"0 9 * * fri-sun"'))
 
     assert cli.main(["validate", str(valid)]) == 0
     assert "valid" in documented[0]

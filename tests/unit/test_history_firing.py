@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from eventcron.campaign import Rules
 from eventcron.clock import to_ms
 from eventcron.config import Config
 from eventcron.firing import plan
@@ -37,7 +38,7 @@ def every_minute(sid: str) -> str:
 async def started(db: LedgerThread, clock: FakeClock, cfg: Config, instance: str,
                   metrics: Metrics | None = None) -> Firing:
     firing = Firing(db, clock, cfg, on_enqueued=lambda: None, metrics=metrics or Metrics(),
-                    instance=instance)
+                    instance=instance, rules=Rules(cfg))
     await firing.prepare(clock.now())
     await firing.recover(clock.now())
     return firing
@@ -127,7 +128,7 @@ def test_retiring_and_retiming_write_the_instance_too(
             await db.call(memory_ledger.begin_fire, "gone", "UTC", to_ms(minute(5)),
                           to_ms(clock.now()), instance="crashed")
             retimed = write_config(tmp_path, daily.format(hour=10), name="retimed.yaml")
-            await firing.configure(retimed, clock.now())
+            await firing.configure(retimed, clock.now(), Rules(retimed))
             return who(memory_ledger, "s"), who(memory_ledger, "gone")
 
     s, gone = asyncio.run(scenario())

@@ -11,20 +11,9 @@ from eventcron import config
 from eventcron.config.audience import RowReader, scan_csv
 from eventcron.config.suppress import read_optouts
 from eventcron.problems import InvalidInput, Problem
+from tests.unit.configs import problems_of, write
 
 QUOTE_HINT = ' Put cron expressions in quotes: cron: "*/5 * * * *".'
-
-
-def write(folder: Path, text: str, name: str = "schedules.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
-
-
-def problems_of(path: Path) -> list[str]:
-    with pytest.raises(InvalidInput) as info:
-        config.load(path)
-    return [str(p) for p in info.value.problems]
 
 
 # --- an unquoted cron expression -------------------------------------------------------------

@@ -194,8 +194,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Put failed or expired rows back to pending (suppressed ones too, when asked)."""
     filters = _filters_of(args)
-    # Until the parser has the flag, it is not there: suppressed rows stay suppressed.
-    include = bool(getattr(args, "include_suppressed", False))
+    include: bool = args.include_suppressed
     if "suppressed" in filters.status and not include:
         raise Failure("suppressed rows are replayed only with --include-suppressed: the"
                       " campaign rules kept them from being sent (see their last error).")

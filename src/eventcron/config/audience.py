@@ -84,7 +84,8 @@ class Audience:
             raise AudienceError(f"cannot stream the audience {self.file}: the file does not"
                                 " exist") from None
         except OSError as e:
-            raise AudienceError(f"cannot stream the audience {self.file}: {_reason(e)}") from None
+            raise AudienceError(f"cannot stream the audience {self.file}:"
+                                f" {read_error(e)}") from None
         if header is None:
             raise AudienceError(f"cannot stream the audience {self.file}: "
                                 f"{problems.items[0].message if problems else 'unreadable'}")
@@ -235,7 +236,7 @@ def _read_header(f: Iterable[str], name: str, problems: Problems) -> list[str] |
     try:
         row = next(RowReader(f), None)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        report(f"cannot read the header: {_reason(e)}.")
+        report(f"cannot read the header: {read_error(e)}.")
         return None
     if row is None:
         report("the file is empty; it needs a header row starting with app_user_id.")
@@ -258,7 +259,8 @@ def _read_header(f: Iterable[str], name: str, problems: Problems) -> list[str] |
     return header
 
 
-def _reason(e: BaseException) -> str:
+def read_error(e: BaseException) -> str:
+    """Say why a file could not be read, in a few words (no trailing period)."""
     if isinstance(e, UnicodeDecodeError):
         return f"invalid UTF-8 (byte 0x{e.object[e.start]:02x})"
     if isinstance(e, OSError):
@@ -277,7 +279,7 @@ def _read_rows(path: Path, problems: Problems | None) -> Iterator[tuple[int, Mem
     try:
         f = _open(path)
     except OSError as e:
-        report(1, f"cannot open the file: {_reason(e)}.")
+        report(1, f"cannot open the file: {read_error(e)}.")
         return
     with f:
         rows = RowReader(f)
@@ -374,7 +376,7 @@ class RowReader:
         try:
             row = next(self._reader)
         except csv.Error as e:
-            reason = _reason(e)
+            reason = read_error(e)
             if "field limit" in reason:
                 how = (f"it ran on to line {self.lines_read}, past the limit of"
                        f" {csv.field_size_limit():,} characters for a field")

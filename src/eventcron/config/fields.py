@@ -4,24 +4,36 @@
 date-time or a time zone, or records ``path:line:col: message`` and returns None, so a
 section can go on and report every problem of a file at once. The sections of the file are
 read in :mod:`eventcron.config.settings`, :mod:`~eventcron.config.users` and
-:mod:`~eventcron.config.schedules` from these pieces. Reads no file.
+:mod:`~eventcron.config.schedules` from these pieces. Opens no file itself: a CSV file the
+schedule file names is read by the function handed to :meth:`FieldReader.csv_file`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from eventcron.config import schema
-from eventcron.config.audience import check_id, check_zone
+from eventcron.config.audience import check_id, check_zone, missing_hint, read_error
 from eventcron.config.model import USER_ZONE
 from eventcron.config.units import format_duration, parse_duration
 from eventcron.config.yamlsource import MappingNode, Node, Scalar, entries, kind_of
 from eventcron.problems import Problems, did_you_mean
 
 Keyed = dict[str, tuple[Scalar, Node]]  # a section's keys: name -> (key node, value node)
+T = TypeVar("T")
+
+
+class Scanned(Protocol):
+    """What reading a CSV file gives: at least the problems found in it."""
+
+    problems: Problems
+
+
+S = TypeVar("S", bound=Scanned)
 
 
 class FieldReader:
@@ -37,6 +49,46 @@ class FieldReader:
         """Record a problem at ``node``, or ``offset`` characters into a scalar's text."""
         col = node.text_col() + offset if isinstance(node, Scalar) and offset else node.col
         self.problems.add(self.name, node.line, col, message)
+
+    def parsed(self, node: Node, what: str, parse: Callable[[str], T]) -> T | None:
+        """Read a string and ``parse`` it; its ValueError, a sentence, is the problem."""
+        text = self.string(node, what)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as e:
+            message = str(e)
+            self.error(node, f"{what}: {message}{'' if message.endswith('.') else '.'}")
+            return None
+
+    def csv_file(self, node: Node, where: str, text: str, path: Path,
+                 read: Callable[[Path], S], *, kind: str, missing: str = "the file ") -> S | None:
+        """Read the CSV file ``text`` (at ``path``) that ``where`` names at ``node``, with ``read``.
+
+        A missing or unreadable file is one problem at ``node``. The problems in the file are
+        listed with their own file and line, after one at ``node`` marked as referring to the
+        ``kind`` of file (so that a reload names the CSV file as the one at fault). ``missing``
+        comes before the path in "… does not exist". Returns None after any problem.
+        """
+        try:
+            found = read(path)
+        except FileNotFoundError:
+            self.error(node, f"{where}: {missing}{path} does not exist{missing_hint(path)}.")
+            return None
+        except OSError as e:
+            self.error(node, f"{where}: cannot read {path}: {read_error(e)}.")
+            return None
+        if found.problems:
+            self.problems.add(self.name, node.line, node.col, f"{where}: the CSV file {text!r}"
+                              " has problems (listed with their own file and line).",
+                              refers=(kind, str(path)))
+            self.problems.extend(found.problems.items)
+            if found.problems.dropped:
+                self.problems.add(str(path), 1, None, f"... and {found.problems.dropped} more"
+                                  " problems in this file.")
+            return None
+        return found
 
     def mapping(self, node: Node, section: dict[str, Any], where: str) -> Keyed | None:
         """Check a mapping against a schema section: type, unknown and duplicate keys."""

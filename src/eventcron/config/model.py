@@ -180,6 +180,15 @@ class Schedule:
             return self.timezone
         return member.timezone or DEFAULT_ZONE
 
+    def region_index(self) -> int:
+        """Return where a member's fields hold the ``skip.holidays: user.<column>`` region.
+
+        -1 when the schedule takes no region from its users (or its audience lacks the
+        column, which validation reports).
+        """
+        column, columns = self.skip.holidays_column, self.audience.columns
+        return columns.index(column) if column is not None and column in columns else -1
+
     def members(self, zone: str) -> Iterator[Member]:
         """Yield the audience members the job for ``zone`` serves."""
         if self.timezone != USER_ZONE:

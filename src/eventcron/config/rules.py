@@ -185,8 +185,8 @@ def quiet_hours(r: FieldReader, node: Node, what: str) -> tuple[bool, QuietHours
     if missing:
         has = "neither" if len(missing) == 2 else f"no {missing[0]!r}"
         r.error(node, f"{what} needs both 'from' and 'to'; it has {has}.")
-    start = _clock(r, f["from"][1], f"{what}.from") if "from" in f else None
-    end = _clock(r, f["to"][1], f"{what}.to") if "to" in f else None
+    start = r.parsed(f["from"][1], f"{what}.from", parse_clock) if "from" in f else None
+    end = r.parsed(f["to"][1], f"{what}.to", parse_clock) if "to" in f else None
     if start is None or end is None:
         return False, None
     if start == end:
@@ -196,17 +196,6 @@ def quiet_hours(r: FieldReader, node: Node, what: str) -> tuple[bool, QuietHours
     return True, QuietHours(start, end)
 
 
-def _clock(r: FieldReader, node: Node, what: str) -> time | None:
-    text = r.string(node, what)
-    if text is None:
-        return None
-    try:
-        return parse_clock(text)
-    except ValueError as e:
-        r.error(node, f"{what}: {e}")
-        return None
-
-
 def limits(r: FieldReader, node: Node) -> tuple[bool, Cap | None]:
     """Read the top-level ``limits`` section: (no problem, ``per_user`` or None)."""
     f = r.mapping(node, schema.LIMITS, "limits")
@@ -214,15 +203,8 @@ def limits(r: FieldReader, node: Node) -> tuple[bool, Cap | None]:
         return False, None
     if "per_user" not in f:
         return True, None
-    value = f["per_user"][1]
-    text = r.string(value, "limits.per_user")
-    if text is None:
-        return False, None
-    try:
-        return True, parse_cap(text)
-    except ValueError as e:
-        r.error(value, f"limits.per_user: {e}")
-        return False, None
+    cap = r.parsed(f["per_user"][1], "limits.per_user", parse_cap)
+    return cap is not None, cap
 
 
 def schedule_rules(r: FieldReader, f: Keyed, where: str, audience: Audience | None,
@@ -295,16 +277,11 @@ def _dates(r: FieldReader, node: Node, what: str) -> frozenset[date] | None:
     out: set[date] = set()
     ok = True
     for item in node.items:
-        text = r.string(item, what)
-        if text is None:
+        span = r.parsed(item, what, parse_dates)
+        if span is None:
             ok = False
             continue
-        try:
-            first, last = parse_dates(text)
-        except ValueError as e:
-            r.error(item, f"{what}: {e}")
-            ok = False
-            continue
+        first, last = span
         out.update(days(first, last))
         if len(out) > MAX_SKIP_DATES:
             # Bounds the memory a file can make the reader spend on one schedule.

@@ -172,15 +172,8 @@ def delivery(r: FieldReader, node: Node) -> Delivery | None:
 
 def database(r: FieldReader, node: Node) -> str | None:
     """Read ``database``: a ledger URL, a relative SQLite path made relative to the file."""
-    text = r.string(node, "database")
-    if text is None:
-        return None
-    try:
-        url = database_url(text)
-    except ValueError as e:
-        r.error(node, f"database: {e}")
-        return None
-    return resolve_sqlite(url, r.base)
+    url = r.parsed(node, "database", database_url)
+    return resolve_sqlite(url, r.base) if url is not None else None
 
 
 def metrics(r: FieldReader, node: Node) -> tuple[str, int] | None:
@@ -188,12 +181,4 @@ def metrics(r: FieldReader, node: Node) -> tuple[str, int] | None:
     f = r.mapping(node, schema.METRICS, "metrics")
     if not f or "listen" not in f:
         return None
-    value = f["listen"][1]
-    text = r.string(value, "metrics.listen")
-    if text is None:
-        return None
-    try:
-        return parse_listen(text)
-    except ValueError as e:
-        r.error(value, f"metrics.listen: {e}.")
-        return None
+    return r.parsed(f["listen"][1], "metrics.listen", parse_listen)

@@ -22,10 +22,9 @@ from eventcron.config.audience import (
     MAX_CSV_PROBLEMS,
     RowError,
     RowReader,
-    _reason,
     check_id,
     file_stamp,
-    missing_hint,
+    read_error,
 )
 from eventcron.config.fields import FieldReader
 from eventcron.config.model import Suppression
@@ -64,7 +63,7 @@ def read_optouts(path: Path) -> OptOuts:
                                f" the {ID_COLUMN} column.")
             return found
         except csv.Error as e:
-            found.problems.add(name, 1, None, f"cannot read the header: {_reason(e)}.")
+            found.problems.add(name, 1, None, f"cannot read the header: {read_error(e)}.")
             return found
         if ID_COLUMN not in header:
             found.problems.add(name, 1, None, _no_id_column(header))
@@ -135,22 +134,9 @@ def suppression(r: FieldReader, node: Node) -> Suppression | None:
     # Absolute, but symlinks as written: a list swapped by relinking (a Kubernetes
     # ConfigMap) must be watched where the file names it, not where it pointed once.
     path = (r.base / text).absolute()
-    try:
-        found = read_optouts(path)
-    except FileNotFoundError:
-        r.error(value, f"suppress.file: {path} does not exist{missing_hint(path)}.")
-        return None
-    except OSError as e:
-        r.error(value, f"suppress.file: cannot read {path}: {_reason(e)}.")
-        return None
-    if found.problems:
-        r.problems.add(r.name, value.line, value.col, f"suppress.file: the CSV file {text!r}"
-                       " has problems (listed with their own file and line).",
-                       refers=("opt-out file", str(path)))
-        r.problems.extend(found.problems.items)
-        if found.problems.dropped:
-            r.problems.add(str(path), 1, None, f"... and {found.problems.dropped} more"
-                           " problems in this file.")
+    found = r.csv_file(value, "suppress.file", text, path, read_optouts, kind="opt-out file",
+                       missing="")
+    if found is None:
         return None
     return Suppression(path, found.users, found.stamp)
 

@@ -17,10 +17,8 @@ from eventcron.config.audience import (
     TZ_COLUMN,
     Audience,
     Member,
-    _reason,
     check_id,
     duplicate_message,
-    missing_hint,
     scan_csv,
 )
 from eventcron.config.fields import FieldReader
@@ -70,24 +68,8 @@ def _csv_audience(r: FieldReader, node: Node, where: str, name: str) -> Audience
     path = Path(text)
     if not path.is_absolute():
         path = r.base / path
-    try:
-        scan = scan_csv(path)
-    except FileNotFoundError:
-        r.error(node, f"{where}: the file {path} does not exist{missing_hint(path)}.")
-        return None
-    except OSError as e:
-        r.error(node, f"{where}: cannot read {path}: {_reason(e)}.")
-        return None
-    if scan.problems:
-        # Point at the reference in the schedule file too, so the link is clear; marked,
-        # so that a reload names the CSV file as the one at fault.
-        r.problems.add(r.name, node.line, node.col, f"{where}: the CSV file {text!r} has"
-                       " problems (listed with their own file and line).",
-                       refers=("audience file", str(path)))
-        r.problems.extend(scan.problems.items)
-        if scan.problems.dropped:
-            r.problems.add(str(path), 1, None, f"... and {scan.problems.dropped} more"
-                           " problems in this file.")
+    scan = r.csv_file(node, where, text, path, scan_csv, kind="audience file")
+    if scan is None:
         return None
     return Audience(name, scan.columns, frozenset(scan.timezones), scan.size, file=path,
                     stamp=scan.stamp)

@@ -80,14 +80,7 @@ def read_token(source: TokenSource) -> str:
             path = Path(source.value)
         where = f"{source.describe()} ({path})" if source.kind == "credential" else (
             source.describe())
-        try:
-            with path.open("rb") as f:
-                raw = f.read(MAX_TOKEN_BYTES + 1)
-        except FileNotFoundError:
-            raise TokenError(f"no token: {where} does not exist.") from None
-        except OSError as e:
-            raise TokenError(f"cannot read the token from {where}: {e.strerror}.") from None
-        value = _decode(raw, where)
+        value = _read_file(path, where)
     return _clean(value, where)
 
 
@@ -146,6 +139,8 @@ def _read_file(path: Path, where: str) -> str:
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_TOKEN_BYTES + 1)
+    except FileNotFoundError:
+        raise TokenError(f"no token: {where} does not exist.") from None
     except OSError as e:
         raise TokenError(f"cannot read the token from {where}: {e.strerror}.") from None
     return _decode(raw, where)

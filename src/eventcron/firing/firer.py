@@ -323,16 +323,10 @@ class Firer:
         return recorded
 
     def _record_skip(self, job: Job, nominal_ms: int, reason: str, watermark: int) -> bool:
-        # Runs on the ledger thread. Taken as a fire first, so that of several instances
-        # only those that would fire it record it, and an interrupted fire (or one another
-        # instance saw pass before its load) is closed with this reason, never left open.
-        ledger, sid, zone = self.db.ledger, job.schedule.id, job.zone
-        now = self._now_ms()
-        if not ledger.begin_fire(sid, zone, nominal_ms, now, instance=self.instance):
-            return False
-        ledger.abandon_fires([sid], reason, now, zone, nominal_ms, instance=self.instance)
-        ledger.set_job_state(job.key, sid, job.schedule.fingerprint(), watermark, now)
-        return True
+        # Runs on the ledger thread: one transaction (Occurrences.skip_fire).
+        return self.db.ledger.skip_fire(
+            job.key, job.schedule.id, job.zone, nominal_ms, fingerprint=job.schedule.fingerprint(),
+            reason=reason, watermark=watermark, now=self._now_ms(), instance=self.instance)
 
     def _count(self, ruled: Ruled) -> None:
         # Rows the rules made final at fire time are outcomes too: an opt-out shows in

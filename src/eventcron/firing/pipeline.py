@@ -74,14 +74,14 @@ class Prepared(NamedTuple):
 class Firing:
     """The running plan, its clock, and the fires in progress.
 
-    ``rules``: the plan's campaign rules, shared with the dispatcher (None: built here
-    from ``cfg``); :meth:`configure` takes the next plan's the same way.
+    ``rules``: the plan's campaign rules, built once by whoever runs the plan and shared
+    with the dispatcher; :meth:`configure` takes the next plan's the same way.
     """
 
     def __init__(self, db: LedgerThread, clock: Clock, cfg: Config, *,
                  on_enqueued: Callable[[], None], metrics: Metrics,
-                 lead: timedelta = FIRE_LEAD, instance: str | None = None,
-                 rules: Rules | None = None) -> None:
+                 rules: Rules, lead: timedelta = FIRE_LEAD,
+                 instance: str | None = None) -> None:
         self.db = db
         self.clock = clock
         self.state = State(cfg)
@@ -89,7 +89,7 @@ class Firing:
         self.instance = instance
         self.firer = Firer(db, clock, cfg.delivery, on_enqueued, watermark=self._watermark_for,
                            metrics=metrics, instance=instance,
-                           rules=rules if rules is not None else Rules(cfg))
+                           rules=rules)
         self.recovery = Recovery(db, clock, self.firer, instance=instance)
         self.clockwork = Clockwork(self.handoff, lead)
         self._fired = 0
@@ -148,11 +148,11 @@ class Firing:
         """Start the clock (after :meth:`recover`)."""
         self.clockwork.start()
 
-    async def configure(self, new: Config, now: datetime, rules: Rules | None = None) -> Change:
+    async def configure(self, new: Config, now: datetime, rules: Rules) -> Change:
         """Run a new plan from ``now``: new or retimed jobs start afresh, removed ones retire.
 
         A job whose timing is unchanged keeps its place; its new data and audience apply
-        from its next fire. ``rules``: the new plan's campaign rules (None: built here).
+        from its next fire. ``rules``: the new plan's campaign rules.
         Pending rows of users now on the suppression list are suppressed.
         """
         old_active, old_jobs = self.state.active, self.state.jobs
@@ -160,7 +160,7 @@ class Firing:
         # From here the new plan is what runs: the dispatcher stops sending for schedules
         # that left it even before their rows are cancelled below.
         self.state = State(new, new_jobs)
-        self.firer.configure(new.delivery, rules if rules is not None else Rules(new))
+        self.firer.configure(new.delivery, rules)
         for key in old_jobs.keys() - new_jobs.keys():
             self.clockwork.remove_job(key)
         retimed: list[Job] = []

@@ -192,9 +192,7 @@ def _groups(schedule: Schedule, rules: Rules) -> Groups:
     by its first member, not each of a million users. (With jitter, whether quiet hours
     outlast the expiry is judged at that member's send time.)
     """
-    column = schedule.skip.holidays_column
-    columns = schedule.audience.columns
-    at = columns.index(column) if column is not None and column in columns else -1
+    at = schedule.region_index()
     opted_out = rules.opted_out
     # By the member's own zone as written: the job's and the recipient's zone follow from
     # it alone, and are asked once per group below rather than once per member.

@@ -38,9 +38,11 @@ INSERT_CHUNK: Final = 500  # rows per INSERT statement (13 parameters each; SQLi
 MIGRATION_LOCK: Final = 0x65766E74  # PostgreSQL advisory lock key held while migrating
 MIN_SQLITE: Final = (3, 35, 0)  # UPDATE ... FROM (3.33), JSON functions, RETURNING (3.35)
 # How many of a NewRow's fields, from schedule_id on, each shape of SQLITE_ENQUEUE stores.
-_PLAIN: Final = NewRow._fields.index("expires_at") + 1
-_ZONED: Final = NewRow._fields.index("zone") + 1
-_RULED: Final = NewRow._fields.index("reason") + 1
+_STORED: Final[dict[queries.EnqueueShape, int]] = {
+    "plain": NewRow._fields.index("expires_at") + 1,
+    "zoned": NewRow._fields.index("zone") + 1,
+    "ruled": NewRow._fields.index("reason") + 1,
+}
 
 
 def parse_url(url: str) -> URL:
@@ -294,12 +296,8 @@ class SQLite(Dialect):
             pairs = zip(chunk, ids[part:part + INSERT_CHUNK], strict=True)
             shape = _shape(chunk)
             # The row's fields the shape stores, in its columns' order: see SQLITE_ENQUEUE.
-            if shape == "plain":
-                params = tuple(v for r, eid in pairs for v in (eid, *r[:_PLAIN], now, now))
-            elif shape == "zoned":
-                params = tuple(v for r, eid in pairs for v in (eid, *r[:_ZONED], now, now))
-            else:
-                params = tuple(v for r, eid in pairs for v in (eid, *r[:_RULED], now, now))
+            width = _STORED[shape]
+            params = tuple(v for r, eid in pairs for v in (eid, *r[:width], now, now))
             added += int(conn.exec_driver_sql(self._insert_sql(len(chunk), shape),
                                               params).rowcount or 0)
         return added

@@ -98,6 +98,29 @@ class Occurrences(LedgerBase):
             ).returning(fires.c.scheduled_for)).first()
             return inserted is not None
 
+    def skip_fire(self, job: str, schedule_id: str, zone: str, scheduled_for: int, *,
+                  fingerprint: str, reason: str, watermark: int, now: int,
+                  instance: str | None = None) -> bool:
+        """Record an occurrence skipped for everyone, with ``reason``, and advance its job.
+
+        Taken as a fire first, in the same transaction, so that of several instances only
+        one that would fire it records it, and an interrupted fire (or one another instance
+        saw pass before its load) is closed with this reason, never left open. False when
+        the occurrence was fired or skipped already.
+        """
+        def skip(conn: Connection) -> bool:
+            if self._begin_fire_in(conn, schedule_id, zone, scheduled_for, now,
+                                   instance=instance) == "none":
+                return False
+            conn.execute(update(fires).where(
+                fires.c.schedule_id == schedule_id, fires.c.zone == zone,
+                fires.c.scheduled_for == scheduled_for, fires.c.status == "firing",
+            ).values(status="skipped", reason=reason, updated_at=now, instance=instance))
+            self._advance(conn, job, schedule_id, fingerprint, watermark=watermark, now=now)
+            return True
+
+        return self._write(skip)
+
     def fire_together(self,
                       batch: Sequence[tuple[str, str, str, str, int, Sequence[NewRow], int]],
                       now: int, *, instance: str | None = None) -> list[Added | None]:
